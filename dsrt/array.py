@@ -1,0 +1,166 @@
+"""``Array``: the handle users hold to data on a device.
+
+An Array is a device, a shape, a dtype, byte strides and a pooled :class:`~dsrt.memory.Allocation`.
+Several arrays may view one allocation (``reshape``); the allocation returns to its pool when the
+last of them is gone. Arrays speak DLPack both ways: ``np.from_dlpack(arr)`` and
+``dsrt.from_dlpack(tensor)`` share memory instead of copying where the memory allows it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import dtypes as dt
+from .errors import ConfigurationError, ShapeError
+
+if TYPE_CHECKING:
+    from .device import Device, Stream
+    from .memory import Allocation
+
+__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL"]
+
+DLPACK_CPU = 1
+DLPACK_CUDA = 2
+DLPACK_CUDA_HOST = 3
+DLPACK_OPENCL = 4
+
+
+def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides = []
+    acc = itemsize
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+class Array:
+    """``shape``/``dtype``/``strides`` (bytes) on ``device``, backed by ``_alloc`` at ``_byte_offset``.
+
+    ``_native`` is a slot backends use to cache their own view of the data (a numpy view, a CuPy
+    array...); it is valid while ``_native_gen`` equals the allocation's ``generation``.
+    """
+
+    __slots__ = ("device", "shape", "dtype", "strides", "_alloc", "_byte_offset", "_native", "_native_gen", "__weakref__")
+
+    def __init__(
+        self,
+        device: Device,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        alloc: Allocation,
+        *,
+        strides: tuple[int, ...] | None = None,
+        byte_offset: int = 0,
+    ) -> None:
+        self.device = device
+        self.shape = shape
+        self.dtype = dtype
+        self.strides = strides if strides is not None else _contiguous_strides(shape, dtype.itemsize)
+        self._alloc = alloc
+        self._byte_offset = byte_offset
+        self._native: Any = None
+        self._native_gen = -1
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data (size times itemsize)."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def is_contiguous(self) -> bool:
+        return self.strides == _contiguous_strides(self.shape, self.dtype.itemsize)
+
+    # ------------------------------------------------------------------ data movement
+    def numpy(self) -> np.ndarray:
+        """A host copy of the contents (waits for pending work on the default stream)."""
+        return self.device.copy_to_host(self)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype)
+
+    def to(self, device: Device | str, *, stream: Stream | None = None) -> Array:
+        """A copy on ``device`` (a Device or an id such as ``'opencl:0'``); self if already there."""
+        if isinstance(device, str):
+            from .runtime import default_runtime
+
+            device = default_runtime().device(device)
+        if device is self.device:
+            return self
+        out = device.empty(self.shape, self.dtype, stream=stream)
+        device.copy(out, self, stream=stream)
+        return out
+
+    def copy(self) -> Array:
+        """A new array with the same contents on the same device."""
+        return self.device.launch("copy", self)
+
+    def astype(self, dtype: Any) -> Array:
+        """A converted copy (the ``cast`` kernel)."""
+        return self.device.launch("cast", self, dtype=dt.as_dtype(dtype))
+
+    def reshape(self, *shape: Any) -> Array:
+        """A view with a new shape over the same allocation (contiguous arrays only)."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        new = list(int(s) for s in shape)
+        if new.count(-1) > 1:
+            raise ShapeError("reshape: at most one dimension may be -1")
+        if -1 in new:
+            known = 1
+            for s in new:
+                if s != -1:
+                    known *= s
+            new[new.index(-1)] = self.size // known if known else 0
+        if int(np.prod(new)) != self.size:
+            raise ShapeError(f"reshape: cannot view {self.shape} ({self.size} elements) as {tuple(new)}")
+        if not self.is_contiguous:
+            raise ShapeError("reshape: only contiguous arrays can be viewed with a new shape")
+        return Array(self.device, tuple(new), self.dtype, self._alloc, byte_offset=self._byte_offset)
+
+    def release(self) -> None:
+        """Give the memory back to the pool now (the array and its views become unusable)."""
+        self._alloc.release()
+
+    # ------------------------------------------------------------------ DLPack
+    def __dlpack_device__(self) -> tuple[int, int]:
+        code = self.device.info.dlpack_device_type
+        if code is None:
+            raise ConfigurationError(f"{self.device.id}: arrays on this device have no DLPack device type")
+        return (code, self.device.info.index if code != DLPACK_CPU else 0)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None, copy: Any = None) -> Any:
+        self._alloc.touch()
+        exporter = self.device._export_dlpack(self, stream)
+        kwargs: dict[str, Any] = {}
+        if max_version is not None:
+            kwargs["max_version"] = max_version
+        if copy is not None:
+            kwargs["copy"] = copy
+        try:
+            return exporter.__dlpack__(stream=stream, **kwargs)
+        except TypeError:
+            return exporter.__dlpack__(stream=stream)
+
+    def __repr__(self) -> str:
+        return f"dsrt.Array(shape={self.shape}, dtype={dt.dtype_name(self.dtype)}, device={self.device.id})"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]

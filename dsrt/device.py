@@ -1,0 +1,511 @@
+"""The device contract: what a backend implements, and what every device does the same way.
+
+A backend subclasses :class:`Device` and implements the underscored primitives:
+
+=====================  ============================================================================
+``_allocate(nbytes)``  reserve ``nbytes`` bytes on the device; return a raw handle
+``_free(handle)``      give a raw handle back
+``_copy_in``           host bytes -> ``(handle, offset)``
+``_copy_out``          ``(handle, offset)`` -> host bytes
+``_copy_between``      device-to-device copy where the backend can (return ``False`` otherwise)
+``kernel_table()``     ``{kernel name: (dtype names, implementation)}``; or override ``_launch``
+``_synchronize``       wait for all work queued on a stream
+=====================  ============================================================================
+
+Optional: ``_create_stream``/``_record_event`` (asynchronous backends), ``_compile`` (user kernels),
+``_import_dlpack``/``_export_dlpack`` (zero-copy exchange), ``_translate_error`` (vendor errors).
+
+The public methods (:meth:`Device.launch`, :meth:`Device.empty`, :meth:`Device.asarray`, copies)
+validate arguments, turn vendor exceptions into :mod:`dsrt.errors` with the device and sizes in the
+message, and record trace events, once, for every backend. Sizes are bytes, times seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import dtypes as dt
+from .errors import (
+    ConfigurationError,
+    DeviceError,
+    DsrtError,
+    KernelLaunchError,
+    ShapeError,
+    UnsupportedKernelError,
+    format_bytes,
+)
+from .kernels import KERNELS, get_kernel
+
+if TYPE_CHECKING:
+    from .array import Array
+    from .memory import Allocation, MemoryPool
+    from .tracing import Tracer
+
+__all__ = [
+    "DeviceInfo",
+    "Device",
+    "Stream",
+    "Event",
+    "KernelImpl",
+    "UserKernel",
+    "current_device",
+]
+
+#: ``impl(inputs, out, params, stream)``: run one kernel; ``out`` is preallocated.
+KernelImpl = Callable[[Sequence["Array"], "Array", Mapping[str, Any], "Stream"], None]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Capabilities of one device, as data the scheduler and the CLI read.
+
+    ``memory_bytes``: device memory in bytes. ``peak_flops``: estimated peak float32 operations per
+    second. ``memory_bandwidth``: estimated bytes per second. ``kernels``: kernel name -> dtype names
+    it runs. ``precision_bits``: effective bits of result precision for analog or noisy simulated
+    devices (``None``: exact to the dtype). ``dlpack_device_type``: the DLPack device code of its
+    memory (1 = CPU, 2 = CUDA, 4 = OpenCL) or ``None``. ``properties``: anything else, free-form.
+    """
+
+    id: str
+    backend: str
+    index: int
+    name: str
+    vendor: str = ""
+    memory_bytes: int = 0
+    compute_units: int = 1
+    dtypes: frozenset[str] = frozenset()
+    kernels: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    peak_flops: float = 0.0
+    memory_bandwidth: float = 0.0
+    simulated: bool = False
+    precision_bits: float | None = None
+    languages: frozenset[str] = frozenset()
+    dlpack_device_type: int | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def supports(self, kernel: str, dtype: Any) -> bool:
+        """True if this device runs ``kernel`` for ``dtype``."""
+        names = self.kernels.get(kernel)
+        return names is not None and dt.dtype_name(dtype) in names
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (sets become sorted lists)."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "index": self.index,
+            "name": self.name,
+            "vendor": self.vendor,
+            "memory_bytes": self.memory_bytes,
+            "compute_units": self.compute_units,
+            "dtypes": sorted(self.dtypes),
+            "kernels": {k: sorted(v) for k, v in sorted(self.kernels.items())},
+            "peak_flops": self.peak_flops,
+            "memory_bandwidth": self.memory_bandwidth,
+            "simulated": self.simulated,
+            "precision_bits": self.precision_bits,
+            "languages": sorted(self.languages),
+            "properties": {k: v for k, v in self.properties.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        }
+
+
+class Event:
+    """A point in a stream. Synchronous backends record events that are already complete.
+
+    ``timestamp`` is the host ``perf_counter`` time (seconds) at which the point was reached, where
+    known; backends with device timers override :meth:`elapsed_time`.
+    """
+
+    __slots__ = ("stream", "native", "timestamp")
+
+    def __init__(self, stream: Stream, native: Any = None, timestamp: float | None = None) -> None:
+        self.stream = stream
+        self.native = native
+        self.timestamp = time.perf_counter() if timestamp is None and native is None else timestamp
+
+    def query(self) -> bool:
+        """True once all work before this event has finished."""
+        return self.stream.device._query_event(self)
+
+    def synchronize(self) -> None:
+        """Block until all work before this event has finished."""
+        self.stream.device._wait_event(self)
+
+    def elapsed_time(self, later: Event) -> float:
+        """Seconds between this event and ``later`` (both must have completed)."""
+        return self.stream.device._elapsed(self, later)
+
+
+class Stream:
+    """An ordered queue of work on one device. ``native`` is the backend's queue object."""
+
+    __slots__ = ("device", "native", "name")
+
+    def __init__(self, device: Device, native: Any = None, name: str = "") -> None:
+        self.device = device
+        self.native = native
+        self.name = name
+
+    def synchronize(self) -> None:
+        """Block until every launch and copy queued on this stream has finished."""
+        self.device.synchronize(self)
+
+    def record_event(self) -> Event:
+        """An event that completes when all work queued so far has finished."""
+        return self.device._record_event(self)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name or hex(id(self))} on {self.device.id}>"
+
+
+@dataclass(frozen=True)
+class UserKernel:
+    """A kernel compiled from user source by ``Runtime.compile``; call ``launch`` to run it.
+
+    ``native`` is the backend's compiled object. ``cache_hit`` says whether it came from the disk
+    cache instead of the compiler.
+    """
+
+    name: str
+    lang: str
+    device: Device
+    native: Any
+    cache_hit: bool = False
+
+    def launch(self, *args: Any, stream: Stream | None = None, **options: Any) -> Any:
+        """Run with backend-specific arguments (arrays, scalars, global size...)."""
+        return self.device._launch_user(self, args, options, stream or self.device.default_stream)
+
+
+_local = threading.local()
+
+
+def current_device() -> Device | None:
+    """The device made current by ``with device:`` in this thread, or ``None``."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+class Device:
+    """Base class of every device. Subclasses set ``info`` in ``__init__`` and implement primitives.
+
+    Ownership: the device owns its memory pool (created on first use) and its default stream.
+    """
+
+    info: DeviceInfo
+
+    def __init__(self, info: DeviceInfo) -> None:
+        self.info = info
+        self.id = info.id
+        self.tracer: Tracer | None = None
+        self._pool: MemoryPool | None = None
+        self._pool_lock = threading.Lock()
+        self.default_stream = self._create_stream("default")
+        table = self.kernel_table()
+        self._impls: dict[str, KernelImpl] = {}
+        self._supported: dict[str, frozenset[np.dtype]] = {}
+        for name, (dtype_names, impl) in table.items():
+            self.add_kernel(name, dtype_names, impl, _update_info=False)
+
+    # ------------------------------------------------------------------ primitives (backend)
+    def _allocate(self, nbytes: int) -> Any:
+        raise NotImplementedError
+
+    def _free(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def _copy_in(self, handle: Any, offset: int, src: np.ndarray, stream: Stream) -> None:
+        """Copy the bytes of contiguous host array ``src`` to ``handle`` at byte ``offset``."""
+        raise NotImplementedError
+
+    def _copy_out(self, handle: Any, offset: int, dst: np.ndarray, stream: Stream) -> None:
+        """Copy ``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into contiguous ``dst``."""
+        raise NotImplementedError
+
+    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
+        """Copy ``nbytes`` from ``src`` (any device) into ``dst`` (this device) without the host.
+
+        Return ``False`` when this backend cannot reach ``src`` directly; the caller then stages
+        the bytes through host memory.
+        """
+        return False
+
+    def _synchronize(self, stream: Stream) -> None:
+        """Block until ``stream`` is idle. Synchronous backends need not override."""
+
+    def _create_stream(self, name: str = "") -> Stream:
+        return Stream(self, None, name)
+
+    def _record_event(self, stream: Stream) -> Event:
+        return Event(stream)
+
+    def _query_event(self, event: Event) -> bool:
+        return True
+
+    def _wait_event(self, event: Event) -> None:
+        return None
+
+    def _elapsed(self, start: Event, end: Event) -> float:
+        if start.timestamp is None or end.timestamp is None:
+            raise DeviceError("these events carry no timestamps", device=self.id)
+        return end.timestamp - start.timestamp
+
+    def kernel_table(self) -> Mapping[str, tuple[frozenset[str] | set[str], KernelImpl]]:
+        """``{kernel name: (dtype names, impl)}`` this device implements."""
+        return {}
+
+    def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+        self._impls[kernel](inputs, out, params, stream)
+
+    def _compile(self, source: str, lang: str, name: str, options: Sequence[str]) -> UserKernel:
+        raise ConfigurationError(f"{self.id}: this device compiles no user kernels")
+
+    def _launch_user(self, kernel: UserKernel, args: Sequence[Any], options: Mapping[str, Any], stream: Stream) -> Any:
+        raise ConfigurationError(f"{self.id}: this device runs no user kernels")
+
+    def _export_dlpack(self, array: Array, stream: Any) -> Any:
+        raise ConfigurationError(f"{self.id}: arrays on this device cannot be exported through DLPack")
+
+    def _import_dlpack(self, obj: Any) -> Array:
+        raise ConfigurationError(f"{self.id}: this device cannot import DLPack tensors")
+
+    def _translate_error(self, exc: BaseException, action: str) -> DsrtError:
+        """Turn a vendor exception into a dsrt error; backends refine this."""
+        return DeviceError(f"{self.id}: {action} failed: {type(exc).__name__}: {exc}", device=self.id)
+
+    def close(self) -> None:
+        """Release cached memory and backend resources. The device is unusable afterwards."""
+        if self._pool is not None:
+            self._pool.empty_cache()
+
+    # ------------------------------------------------------------------ kernels
+    def add_kernel(self, name: str, dtype_names: Any, impl: KernelImpl, *, _update_info: bool = True) -> None:
+        """Add (or replace) the implementation of kernel ``name`` for ``dtype_names`` on this device."""
+        spec = get_kernel(name)
+        wanted = frozenset(dt.dtype_name(d) for d in dtype_names)
+        unknown = wanted - spec.dtypes
+        if unknown:
+            raise ConfigurationError(
+                f"{self.id}: kernel '{name}' is not defined for {', '.join(sorted(unknown))}"
+            )
+        self._impls[name] = impl
+        self._supported[name] = frozenset(dt.as_dtype(d) for d in wanted)
+        if _update_info:
+            kernels = dict(self.info.kernels)
+            kernels[name] = wanted
+            object.__setattr__(self.info, "kernels", kernels)
+
+    def supports(self, kernel: str, dtype: Any) -> bool:
+        """True if ``kernel`` runs here for ``dtype``."""
+        found = self._supported.get(kernel)
+        return found is not None and dt.as_dtype(dtype) in found
+
+    # ------------------------------------------------------------------ memory
+    @property
+    def pool(self) -> MemoryPool:
+        """This device's memory pool (created on first use)."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from .memory import create_pool
+
+                    self._pool = create_pool(self)
+                pool = self._pool
+        return pool
+
+    @pool.setter
+    def pool(self, value: MemoryPool) -> None:
+        self._pool = value
+
+    def empty(self, shape: Any, dtype: Any = "float32", *, stream: Stream | None = None) -> Array:
+        """An uninitialised array on this device."""
+        from .array import Array
+
+        shp = _as_shape(shape)
+        d = dt.as_dtype(dtype)
+        nbytes = _prod(shp) * d.itemsize
+        alloc = self.pool.allocate(nbytes, stream)
+        return Array(self, shp, d, alloc)
+
+    def asarray(self, obj: Any, dtype: Any = None, *, stream: Stream | None = None) -> Array:
+        """Copy host data (anything numpy accepts) onto this device."""
+        src = np.asarray(obj, dtype=None if dtype is None else dt.as_dtype(dtype))
+        d = dt.as_dtype(src.dtype)
+        src = np.ascontiguousarray(src)
+        arr = self.empty(src.shape, d, stream=stream)
+        self.copy_from_host(arr, src, stream=stream)
+        return arr
+
+    def copy_from_host(self, dst: Array, src: np.ndarray, *, stream: Stream | None = None) -> None:
+        """Copy host array ``src`` (same shape and dtype) into device array ``dst``."""
+        if tuple(src.shape) != dst.shape or src.dtype != dst.dtype:
+            raise ShapeError(
+                f"{self.id}: cannot copy host {src.dtype}{tuple(src.shape)} into {dst.dtype}{dst.shape}"
+            )
+        src = np.ascontiguousarray(src)
+        alloc = dst._alloc
+        alloc.touch()
+        try:
+            self._copy_in(alloc.handle, alloc.offset + dst._byte_offset, src, stream or self.default_stream)
+        except DsrtError:
+            raise
+        except Exception as exc:
+            raise self._translate_error(exc, f"copy of {format_bytes(src.nbytes)} to device") from exc
+
+    def copy_to_host(self, src: Array, *, stream: Stream | None = None) -> np.ndarray:
+        """A new host numpy array with the contents of ``src`` (waits for the copy)."""
+        out = np.empty(src.shape, src.dtype)
+        alloc = src._alloc
+        alloc.touch()
+        s = stream or self.default_stream
+        try:
+            self._copy_out(alloc.handle, alloc.offset + src._byte_offset, out, s)
+            self._synchronize(s)
+        except DsrtError:
+            raise
+        except Exception as exc:
+            raise self._translate_error(exc, f"copy of {format_bytes(out.nbytes)} to host") from exc
+        return out
+
+    def copy(self, dst: Array, src: Array, *, stream: Stream | None = None) -> None:
+        """Copy ``src`` (on any device) into ``dst`` on this device; direct where the backend can."""
+        if src.shape != dst.shape or src.dtype != dst.dtype:
+            raise ShapeError(f"{self.id}: cannot copy {src.dtype}{src.shape} into {dst.dtype}{dst.shape}")
+        s = stream or self.default_stream
+        src._alloc.touch()
+        dst._alloc.touch()
+        tracer = self.tracer
+        t0 = time.perf_counter() if tracer is not None else 0.0
+        direct = False
+        if src._byte_offset == 0 and dst._byte_offset == 0:
+            try:
+                direct = self._copy_between(dst._alloc, src._alloc, src.nbytes, s)
+            except DsrtError:
+                raise
+            except Exception as exc:
+                raise self._translate_error(exc, f"copy of {format_bytes(src.nbytes)} from {src.device.id}") from exc
+        if not direct:
+            self.copy_from_host(dst, src.device.copy_to_host(src), stream=s)
+        if tracer is not None:
+            tracer.complete("copy", self.id, t0, time.perf_counter(), {
+                "bytes": src.nbytes, "from": src.device.id, "direct": direct})
+
+    # ------------------------------------------------------------------ launch
+    def launch(
+        self,
+        kernel: str,
+        *inputs: Array,
+        out: Array | None = None,
+        stream: Stream | None = None,
+        **params: Any,
+    ) -> Array:
+        """Run ``kernel`` on ``inputs`` (arrays on this device); returns ``out`` (allocated if None)."""
+        spec = KERNELS.get(kernel) or get_kernel(kernel)
+        bound = spec.bind(inputs, params)
+        for a in inputs:
+            if a.device is not self:
+                raise ShapeError(
+                    f"kernel '{kernel}': input on {a.device.id} passed to a launch on {self.id}; move it with .to()"
+                )
+        shape, out_dtype = spec.infer(inputs, bound)
+        key = spec.key_dtype(inputs, out_dtype)
+        supported = self._supported.get(kernel)
+        if supported is None or key not in supported:
+            raise UnsupportedKernelError(
+                kernel=kernel, device=self.id, dtype=dt.dtype_name(key),
+                supported=sorted(dt.dtype_name(d) for d in supported) if supported else (),
+            )
+        s = stream or self.default_stream
+        if out is None:
+            out = self.empty(shape, out_dtype, stream=s)
+        elif out.shape != shape or out.dtype != out_dtype or out.device is not self:
+            raise ShapeError(
+                f"kernel '{kernel}': out must be {dt.dtype_name(out_dtype)}{shape} on {self.id},"
+                f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
+            )
+        for a in inputs:
+            a._alloc.touch()
+        out._alloc.touch()
+        tracer = self.tracer
+        t0 = time.perf_counter() if tracer is not None else 0.0
+        try:
+            self._launch(kernel, inputs, out, bound, s)
+        except DsrtError:
+            raise
+        except Exception as exc:
+            err = self._translate_error(exc, f"kernel '{kernel}' on {', '.join(f'{a.dtype}{a.shape}' for a in inputs)}")
+            if not isinstance(err, (KernelLaunchError, DeviceError)):
+                err = KernelLaunchError(str(err), kernel=kernel, device=self.id)
+            raise err from exc
+        if tracer is not None:
+            tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
+        return out
+
+    def synchronize(self, stream: Stream | None = None) -> None:
+        """Block until ``stream`` (default: the default stream) has finished its work."""
+        try:
+            self._synchronize(stream or self.default_stream)
+        except DsrtError:
+            raise
+        except Exception as exc:
+            raise self._translate_error(exc, "synchronize") from exc
+
+    def create_stream(self, name: str = "") -> Stream:
+        """A new stream (ordered queue of work) on this device."""
+        return self._create_stream(name)
+
+    def compile(self, source: str, *, lang: str, name: str, options: Sequence[str] = ()) -> UserKernel:
+        """Compile a user kernel written in ``lang`` (see ``info.languages``)."""
+        if lang not in self.info.languages:
+            raise ConfigurationError(
+                f"{self.id} compiles {', '.join(sorted(self.info.languages)) or 'no languages'}, not '{lang}'"
+            )
+        return self._compile(source, lang, name, tuple(options))
+
+    # ------------------------------------------------------------------ current device
+    def __enter__(self) -> Device:
+        stack = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = []
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _local.stack.pop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}: {self.info.name}>"
+
+
+def _as_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shp = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ShapeError(f"not a shape: {shape!r}") from None
+    if any(s < 0 for s in shp):
+        raise ShapeError(f"negative dimension in shape {shp}")
+    return shp
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@contextmanager
+def using(device: Device) -> Iterator[Device]:
+    """``with using(dev):`` — the same as ``with dev:``."""
+    with device:
+        yield device

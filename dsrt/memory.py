@@ -1,0 +1,195 @@
+"""Device memory: the allocation handle every Array holds, and the pool that hands them out.
+
+Ownership: a :class:`MemoryPool` belongs to one device and owns every raw allocation it made through
+the device's ``_allocate``/``_free`` primitives. It hands out :class:`Allocation` objects; an
+Allocation goes back to its pool when the last Python reference to it dies (or on
+:meth:`Allocation.release`), never to the user. All sizes are in bytes.
+
+This module holds the contract and a direct (non-caching) pool; the caching, tiered pool replaces
+:class:`DirectPool` behind the same interface.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .errors import OutOfMemoryError
+
+if TYPE_CHECKING:
+    from .device import Device, Stream
+
+__all__ = ["Allocation", "MemoryPool", "DirectPool", "ALIGNMENT"]
+
+#: Every allocation starts on a multiple of this many bytes (a cache line; enough for any dtype and
+#: for OpenCL's CL_DEVICE_MEM_BASE_ADDR_ALIGN on the devices we know).
+ALIGNMENT = 256
+
+_use_clock = itertools.count(1)
+
+
+class Allocation:
+    """``nbytes`` bytes at byte ``offset`` inside the raw device allocation ``handle``.
+
+    ``handle`` is whatever the device's ``_allocate`` returned (a numpy buffer, a ``cl.Buffer``, a
+    CUDA pointer...); it is ``None`` while the contents are spilled to another tier, and
+    ``generation`` changes whenever the bytes move, so cached native views can be rebuilt.
+    ``last_use`` is a monotonically increasing counter the pool uses for LRU spilling.
+    """
+
+    __slots__ = (
+        "device",
+        "handle",
+        "offset",
+        "nbytes",
+        "pool",
+        "stream",
+        "generation",
+        "last_use",
+        "pool_data",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        device: Device,
+        handle: Any,
+        offset: int,
+        nbytes: int,
+        pool: MemoryPool | None,
+        stream: Stream | None = None,
+        pool_data: Any = None,
+    ) -> None:
+        self.device = device
+        self.handle = handle
+        self.offset = offset
+        self.nbytes = nbytes
+        self.pool = pool
+        self.stream = stream
+        self.generation = 0
+        self.last_use = next(_use_clock)
+        self.pool_data = pool_data
+
+    def touch(self) -> None:
+        """Mark as used now; bring the bytes back first if they were spilled."""
+        if self.handle is None and self.pool is not None:
+            self.pool.fetch(self)
+        self.last_use = next(_use_clock)
+
+    def release(self) -> None:
+        """Give the bytes back to the pool now. Idempotent."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.free(self)
+
+    def __del__(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            try:
+                pool.free(self)
+            except Exception:  # noqa: BLE001 - interpreter shutdown; nothing left to tell
+                pass
+
+    def __repr__(self) -> str:
+        return f"<Allocation {self.nbytes} bytes @ {self.offset} on {self.device.id}>"
+
+
+class MemoryPool:
+    """The interface every pool implements; one pool per device.
+
+    ``limit`` is the most bytes the pool may reserve from the device (``None``: the device's memory).
+    """
+
+    def __init__(self, device: Device, *, limit: int | None = None) -> None:
+        self.device = device
+        self.limit = limit
+
+    def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
+        """Return an Allocation of at least ``nbytes`` bytes, usable on ``stream``."""
+        raise NotImplementedError
+
+    def free(self, alloc: Allocation) -> None:
+        """Take ``alloc`` back (called by :meth:`Allocation.release`)."""
+        raise NotImplementedError
+
+    def fetch(self, alloc: Allocation) -> None:
+        """Bring a spilled allocation back onto the device (no-op for pools that never spill)."""
+
+    def set_limit(self, limit: int | float | None) -> None:
+        """Cap reserved bytes: an int is bytes, a float in (0, 1] a fraction of device memory."""
+        if limit is None:
+            self.limit = None
+        elif isinstance(limit, float) and 0 < limit <= 1:
+            self.limit = int(limit * self.device.info.memory_bytes)
+        else:
+            self.limit = int(limit)
+
+    def empty_cache(self) -> int:
+        """Return every unused cached segment to the device; returns bytes released."""
+        return 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters in bytes and counts (see the caching pool for the full list)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Segments and blocks, for debugging."""
+        return []
+
+
+class DirectPool(MemoryPool):
+    """No caching: every allocate calls the device's ``_allocate``. Used where caching is off."""
+
+    def __init__(self, device: Device, *, limit: int | None = None) -> None:
+        super().__init__(device, limit=limit)
+        self._lock = threading.Lock()
+        self._allocated = 0
+        self._peak = 0
+        self._count = 0
+
+    def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
+        size = max(int(nbytes), 1)
+        capacity = self.limit if self.limit is not None else self.device.info.memory_bytes
+        with self._lock:
+            if capacity and self._allocated + size > capacity:
+                raise OutOfMemoryError(
+                    device=self.device.id,
+                    requested=size,
+                    capacity=capacity,
+                    largest_free=max(capacity - self._allocated, 0),
+                    stats=self.stats(),
+                    tried=["direct allocation"],
+                )
+            self._allocated += size
+            self._peak = max(self._peak, self._allocated)
+            self._count += 1
+        try:
+            handle = self.device._allocate(size)
+        except BaseException:
+            with self._lock:
+                self._allocated -= size
+            raise
+        return Allocation(self.device, handle, 0, size, self, stream)
+
+    def free(self, alloc: Allocation) -> None:
+        handle, alloc.handle = alloc.handle, None
+        if handle is not None:
+            self.device._free(handle)
+        with self._lock:
+            self._allocated -= alloc.nbytes
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "allocated_bytes": self._allocated,
+            "reserved_bytes": self._allocated,
+            "peak_allocated_bytes": self._peak,
+            "peak_reserved_bytes": self._peak,
+            "num_allocs": self._count,
+        }
+
+
+def create_pool(device: Device) -> MemoryPool:
+    """The pool a device gets on first use."""
+    return DirectPool(device)

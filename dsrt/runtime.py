@@ -1,0 +1,371 @@
+"""``Runtime``: the one object a user holds. It discovers plugins and devices and wires the rest.
+
+The default runtime (:func:`default_runtime`) needs no configuration: it loads every installed
+plugin, probes each backend lazily on first use, and places work on the best available device.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .array import Array
+from .device import Device, Stream, UserKernel, current_device
+from .errors import (
+    BackendNotFoundError,
+    ConfigurationError,
+    DeviceUnavailableError,
+    DsrtError,
+    PluginError,
+)
+from .hookspecs import BackendSpec, CliCommand, WorkloadItem
+from .kernels import register_kernel
+from .plugins import BackendRecord, PluginManager
+from .tracing import Tracer
+
+__all__ = ["Runtime", "BackendStatus", "default_runtime", "set_default_runtime"]
+
+
+@dataclass
+class BackendStatus:
+    """A backend as this runtime sees it: ``status`` is ``available``, ``unavailable`` or ``failed``."""
+
+    name: str
+    plugin: str
+    status: str
+    reason: str = ""
+    spec: BackendSpec | None = None
+    devices: list[Device] = field(default_factory=list)
+    error: DsrtError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "plugin": self.plugin, "status": self.status, "reason": self.reason,
+            "experimental": bool(self.spec and self.spec.experimental),
+            "devices": [d.info.to_dict() for d in self.devices],
+        }
+
+
+class Runtime:
+    """Discovers plugins and devices; launches kernels; owns the scheduler, topology and traces.
+
+    ``topology``: a path, YAML string, mapping or ``Topology`` (see :mod:`dsrt.topology`).
+    ``plugins``: extra plugin objects to register besides the entry points. ``autoload``/``allow``/
+    ``deny`` override the ``DSRT_*`` environment variables. ``backends``: probe only these names.
+    """
+
+    def __init__(
+        self,
+        topology: Any = None,
+        *,
+        plugins: Iterable[Any] = (),
+        autoload: bool | None = None,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
+        backends: Sequence[str] | None = None,
+    ) -> None:
+        self.plugins = PluginManager(autoload=autoload, allow=allow, deny=deny, extra=plugins)
+        self._only = set(backends) if backends is not None else None
+        self._lock = threading.RLock()
+        self._records: dict[str, BackendRecord] = self.plugins.backends()
+        self._status: dict[str, BackendStatus] | None = None
+        self._devices: dict[str, Device] = {}
+        self._tracer: Tracer | None = None
+        self._topology_source = topology
+        self._topology: Any = None
+        self._binding: Any = None
+        self._scheduler: Any = None
+        for _plugin, spec in self.plugins.collect("dsrt_register_kernels"):
+            register_kernel(spec, replace=True)
+
+    # ------------------------------------------------------------------ discovery
+    def _probe(self) -> dict[str, BackendStatus]:
+        with self._lock:
+            if self._status is not None:
+                return self._status
+            status: dict[str, BackendStatus] = {}
+            ordered = sorted(
+                self._records.values(),
+                key=lambda r: (-(r.spec.priority if r.spec else 0), r.name),
+            )
+            for rec in ordered:
+                if rec.spec is None:
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "failed", str(rec.error), error=rec.error)
+                    continue
+                if self._only is not None and rec.name not in self._only:
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "unavailable", "not selected", rec.spec)
+                    continue
+                try:
+                    devices = list(rec.spec.probe(self))
+                except DeviceUnavailableError as exc:
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "unavailable", exc.reason, rec.spec, error=exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - isolate the backend, keep its cause
+                    err = PluginError(
+                        f"backend '{rec.name}' probe failed: {type(exc).__name__}: {exc}", plugin=rec.plugin, cause=exc
+                    )
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "failed", str(err), rec.spec, error=err)
+                    continue
+                if not devices:
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "unavailable", "no devices found", rec.spec)
+                    continue
+                for dev in devices:
+                    self._adopt(dev)
+                status[rec.name] = BackendStatus(rec.name, rec.plugin, "available", "", rec.spec, devices)
+            for rec in self.plugins.failed():
+                if not any(s.plugin == rec.name for s in status.values()):
+                    status[f"<{rec.name}>"] = BackendStatus(f"<{rec.name}>", rec.name, "failed", str(rec.error), error=rec.error)
+            self._status = status
+            return status
+
+    def _adopt(self, dev: Device) -> None:
+        for _plugin, item in self.plugins.collect("dsrt_kernel_impls", device=dev):
+            name, dtype_names, impl = item
+            dev.add_kernel(name, dtype_names, impl)
+        dev.tracer = self._tracer
+        self._devices[dev.id] = dev
+
+    @property
+    def backends(self) -> dict[str, BackendStatus]:
+        """Every backend by name with its status, reason and devices (probes on first use)."""
+        return dict(self._probe())
+
+    @property
+    def devices(self) -> list[Device]:
+        """Every available device: real ones first by backend priority, simulated ones last."""
+        self._probe()
+        self._bind_topology()
+        return sorted(self._devices.values(), key=lambda d: (d.info.simulated, 0))
+
+    def device(self, ident: str | Device | None = None) -> Device:
+        """A device by id (``'cpu:0'``); with no id, the current or default device."""
+        if isinstance(ident, Device):
+            return ident
+        if ident is None:
+            cur = current_device()
+            return cur if cur is not None else self.default_device
+        self._probe()
+        self._bind_topology()
+        dev = self._devices.get(ident)
+        if dev is not None:
+            return dev
+        prefix = ident.split(":", 1)[0]
+        backend = prefix
+        for name, rec in self._records.items():
+            if rec.spec is not None and rec.spec.prefix == prefix:
+                backend = name
+        st = self._status.get(backend) if self._status else None
+        if st is None:
+            known = ", ".join(sorted(self._devices)) or "none"
+            raise BackendNotFoundError(f"no backend '{backend}' is installed (devices: {known})")
+        if st.status == "failed":
+            raise BackendNotFoundError(f"backend '{backend}' failed to load: {st.reason}", plugin=st.plugin,
+                                       cause=st.error)
+        if st.status == "unavailable":
+            raise DeviceUnavailableError(st.reason, device=ident)
+        known = ", ".join(d.id for d in st.devices)
+        raise DeviceUnavailableError(f"no such device; backend '{backend}' has {known}", device=ident)
+
+    @property
+    def default_device(self) -> Device:
+        """The first non-simulated device (``cpu:0`` on most machines)."""
+        for dev in self.devices:
+            if not dev.info.simulated:
+                return dev
+        raise DeviceUnavailableError("no usable device: is the cpu plugin disabled?")
+
+    def add_device(self, device: Device) -> Device:
+        """Adopt a device built outside discovery (simulated devices, tests)."""
+        self._probe()
+        with self._lock:
+            if device.id in self._devices:
+                raise ConfigurationError(f"device id '{device.id}' is already in use")
+            self._adopt(device)
+        return device
+
+    # ------------------------------------------------------------------ topology
+    @property
+    def topology(self) -> Any:
+        """The bound :class:`dsrt.topology.Topology` (built from discovery when none was given)."""
+        self._probe()
+        self._bind_topology()
+        return self._topology
+
+    @property
+    def binding(self) -> Any:
+        """How the topology's declared devices matched this machine (see :mod:`dsrt.topology`)."""
+        self._probe()
+        self._bind_topology()
+        return self._binding
+
+    def _bind_topology(self) -> None:
+        if self._topology is not None:
+            return
+        with self._lock:
+            if self._topology is not None:
+                return
+            try:
+                from . import topology as topo
+            except ImportError:  # pragma: no cover - the topology module is part of the core
+                return
+            binder = getattr(topo, "bind_runtime", None)
+            if binder is None:
+                return
+            self._topology, self._binding = binder(self, self._topology_source)
+
+    # ------------------------------------------------------------------ arrays and kernels
+    def asarray(self, obj: Any, *, device: str | Device | None = None, dtype: Any = None) -> Array:
+        """Copy host data onto a device (the default device unless given)."""
+        return self.device(device).asarray(obj, dtype)
+
+    def empty(self, shape: Any, dtype: Any = "float32", *, device: str | Device | None = None) -> Array:
+        """An uninitialised array on a device."""
+        return self.device(device).empty(shape, dtype)
+
+    def launch(
+        self,
+        kernel: str,
+        *inputs: Array,
+        device: str | Device | None = None,
+        out: Array | None = None,
+        stream: Stream | None = None,
+        **params: Any,
+    ) -> Array:
+        """Run ``kernel`` on ``inputs``; on ``device``, else where the inputs (or ``out``) live."""
+        if device is None:
+            dev = inputs[0].device if inputs else (out.device if out is not None else self.device())
+        else:
+            dev = device if isinstance(device, Device) else self.device(device)
+        return dev.launch(kernel, *inputs, out=out, stream=stream, **params)
+
+    def compile(
+        self, source: str, *, lang: str, name: str, device: str | Device | None = None, options: Sequence[str] = ()
+    ) -> UserKernel:
+        """Compile a user kernel (``lang`` = ``c``, ``opencl``, ``cuda``...) for a device."""
+        if device is None:
+            for dev in self.devices:
+                if lang in dev.info.languages:
+                    return dev.compile(source, lang=lang, name=name, options=options)
+            raise ConfigurationError(f"no device here compiles '{lang}' kernels")
+        return self.device(device).compile(source, lang=lang, name=name, options=options)
+
+    def memory_stats(self, device: str | Device | None = None) -> dict[str, Any]:
+        """The memory pool's statistics for a device (bytes and counts)."""
+        return self.device(device).pool.stats()
+
+    # ------------------------------------------------------------------ scheduler
+    @property
+    def scheduler(self) -> Any:
+        """The load balancer (created on first use)."""
+        with self._lock:
+            if self._scheduler is None:
+                from .scheduler import Scheduler
+
+                self._scheduler = Scheduler(self)
+            return self._scheduler
+
+    def map(self, kernel: str, chunks: Sequence[Sequence[Any]], *, policy: str | None = None, **params: Any) -> list[Any]:
+        """Run ``kernel`` over independent chunks across devices; results in input order."""
+        return self.scheduler.map(kernel, chunks, policy=policy, **params)
+
+    def submit(self, kernel: str, *inputs: Any, **kwargs: Any) -> Any:
+        """Schedule one task; returns a future."""
+        return self.scheduler.submit(kernel, *inputs, **kwargs)
+
+    def explain(self, task: Any) -> Any:
+        """Why a task went where it went: candidates and predicted finish times."""
+        return self.scheduler.explain(task)
+
+    # ------------------------------------------------------------------ tracing
+    @contextmanager
+    def trace(self, path: str | None = None) -> Iterator[Tracer]:
+        """Trace everything inside the block; write a Perfetto/Chrome trace to ``path`` at the end."""
+        tracer = Tracer()
+        previous = self._tracer
+        self._set_tracer(tracer)
+        try:
+            yield tracer
+        finally:
+            self._set_tracer(previous)
+            if path is not None:
+                tracer.write(path)
+
+    @property
+    def tracer(self) -> Tracer | None:
+        return self._tracer
+
+    def _set_tracer(self, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+        for dev in self._devices.values():
+            dev.tracer = tracer
+
+    # ------------------------------------------------------------------ plugin extras
+    def cli_commands(self) -> list[CliCommand]:
+        return [c for _p, c in self.plugins.collect("dsrt_cli_commands")]
+
+    def workload_items(self) -> list[WorkloadItem]:
+        return [w for _p, w in self.plugins.collect("dsrt_workload_items")]
+
+    def close(self) -> None:
+        """Release every device's cached memory."""
+        for dev in list(self._devices.values()):
+            try:
+                dev.close()
+            except DsrtError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<dsrt.Runtime devices={[d.id for d in self._devices.values()]}>"
+
+
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime, created on first use with no configuration."""
+    global _default
+    rt = _default
+    if rt is None:
+        with _default_lock:
+            if _default is None:
+                _default = Runtime()
+            rt = _default
+    return rt
+
+
+def set_default_runtime(runtime: Runtime | None) -> None:
+    """Replace (or with ``None`` reset) the process-wide runtime."""
+    global _default
+    with _default_lock:
+        _default = runtime
+
+
+def asarray(obj: Any, *, device: str | Device | None = None, dtype: Any = None) -> Array:
+    """Copy host data onto a device of the default runtime."""
+    return default_runtime().asarray(obj, device=device, dtype=dtype)
+
+
+def from_dlpack(obj: Any, *, device: str | Device | None = None) -> Array:
+    """Wrap a DLPack producer (numpy, cupy, torch, jax...) as an Array without copying where possible.
+
+    The Array keeps ``obj``'s memory alive; it is never returned to a dsrt pool.
+    """
+    rt = default_runtime()
+    try:
+        code, _index = obj.__dlpack_device__()
+    except AttributeError:
+        raise ConfigurationError(f"{type(obj).__name__} does not implement __dlpack_device__") from None
+    if device is not None:
+        return rt.device(device)._import_dlpack(obj)
+    for dev in rt.devices:
+        if dev.info.dlpack_device_type == code:
+            return dev._import_dlpack(obj)
+    raise DeviceUnavailableError(f"no installed backend holds DLPack device type {code}")
+
+

@@ -1,0 +1,112 @@
+"""numpy implementations of the standard kernel set, writing into preallocated outputs.
+
+Hot dtypes (float32, float64, complex, integers) call numpy ufuncs and BLAS with ``out=`` so no
+temporary is made; float16, bfloat16 and fp8 compute in float32 and round once, like the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dsrt import dtypes as dt
+from dsrt.array import Array
+from dsrt.device import KernelImpl, Stream
+from dsrt.kernels import KERNELS
+
+__all__ = ["TABLE"]
+
+
+def _v(a: Array) -> np.ndarray:
+    # Inlined copy of dsrt_cpu.device.host_view: this is the launch hot path.
+    alloc = a._alloc
+    if a._native_gen == alloc.generation and a._native is not None:
+        return a._native
+    v = np.ndarray(a.shape, a.dtype, buffer=alloc.handle, offset=alloc.offset + a._byte_offset, strides=a.strides)
+    a._native = v
+    a._native_gen = alloc.generation
+    return v
+
+
+def _by_reference(name: str) -> KernelImpl:
+    """Any kernel through its numpy reference (used for low-precision dtypes and rare kernels)."""
+    ref = KERNELS[name].reference
+
+    def impl(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+        _v(out)[...] = ref([_v(a) for a in inputs], params)
+
+    return impl
+
+
+def _ufunc(name: str, fn: Callable[..., Any]) -> KernelImpl:
+    slow = _by_reference(name)
+    low = frozenset({dt.float16, dt.bfloat16, dt.float8_e4m3fn, dt.float8_e5m2})
+    if name in ("exp",):
+        def unary(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+            x = inputs[0]
+            if x.dtype in low:
+                slow(inputs, out, params, stream)
+            else:
+                fn(_v(x), out=_v(out))
+        return unary
+
+    def binary(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+        a = inputs[0]
+        if a.dtype in low:
+            slow(inputs, out, params, stream)
+        else:
+            fn(_v(a), _v(inputs[1]), out=_v(out))
+    return binary
+
+
+def _gemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+    a = inputs[0]
+    if dt.is_low_precision(a.dtype):
+        _by_reference("gemm")(inputs, out, params, stream)
+        return
+    av = _v(a).T if params["trans_a"] else _v(a)
+    bv = _v(inputs[1]).T if params["trans_b"] else _v(inputs[1])
+    o = _v(out)
+    alpha, beta = params["alpha"], params["beta"]
+    if len(inputs) == 3 and beta != 0:
+        c = _v(inputs[2])
+        prod = np.matmul(av, bv)
+        np.multiply(prod, alpha, out=o, casting="unsafe")
+        o += (beta * c).astype(o.dtype, copy=False)
+        return
+    np.matmul(av, bv, out=o)
+    if alpha != 1:
+        np.multiply(o, alpha, out=o, casting="unsafe")
+
+
+def _qgemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+    # int8 x int8 products summed over K fit int32 exactly for K < 2**17; numpy's integer matmul is
+    # exact, BLAS in float32 would not be, so widen to int32 and let numpy do it.
+    np.matmul(_v(inputs[0]).astype(np.int32), _v(inputs[1]).astype(np.int32), out=_v(out))
+
+
+def _fill(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+    _v(out)[...] = np.asarray(params["value"]).astype(out.dtype)
+
+
+_ALL = KERNELS["copy"].dtypes
+
+
+def _table() -> dict[str, tuple[frozenset[str], KernelImpl]]:
+    table: dict[str, tuple[frozenset[str], KernelImpl]] = {}
+    fast = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+            "maximum": np.maximum, "exp": np.exp}
+    for name, spec in KERNELS.items():
+        if name in fast:
+            table[name] = (spec.dtypes, _ufunc(name, fast[name]))
+        else:
+            table[name] = (spec.dtypes, _by_reference(name))
+    table["gemm"] = (KERNELS["gemm"].dtypes, _gemm)
+    table["qgemm_int8"] = (KERNELS["qgemm_int8"].dtypes, _qgemm)
+    table["fill"] = (_ALL, _fill)
+    return table
+
+
+TABLE = _table()

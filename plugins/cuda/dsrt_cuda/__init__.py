@@ -1,0 +1,1 @@
+"""dsrt_cuda: not yet implemented; registers no backend."""

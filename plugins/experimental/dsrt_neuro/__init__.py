@@ -1,0 +1,1 @@
+"""dsrt_neuro: not yet implemented; registers no backend."""

@@ -1,0 +1,1 @@
+"""dsrt_photonic: not yet implemented; registers no backend."""

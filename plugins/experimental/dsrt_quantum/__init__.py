@@ -1,0 +1,1 @@
+"""dsrt_quantum: not yet implemented; registers no backend."""

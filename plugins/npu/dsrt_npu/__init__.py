@@ -1,0 +1,1 @@
+"""dsrt_npu: not yet implemented; registers no backend."""

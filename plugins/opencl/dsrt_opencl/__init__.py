@@ -1,0 +1,1 @@
+"""dsrt_opencl: not yet implemented; registers no backend."""
