@@ -290,7 +290,7 @@ class Device:
         """Add (or replace) the implementation of kernel ``name`` for ``dtype_names`` on this device."""
         spec = get_kernel(name)
         wanted = frozenset(dt.dtype_name(d) for d in dtype_names)
-        unknown = wanted - spec.dtypes
+        unknown = wanted - spec.dtypes if not spec.is_task else frozenset()
         if unknown:
             raise ConfigurationError(
                 f"{self.id}: kernel '{name}' is not defined for {', '.join(sorted(unknown))}"
@@ -302,10 +302,12 @@ class Device:
             kernels[name] = wanted
             object.__setattr__(self.info, "kernels", kernels)
 
-    def supports(self, kernel: str, dtype: Any) -> bool:
-        """True if ``kernel`` runs here for ``dtype``."""
+    def supports(self, kernel: str, dtype: Any = None) -> bool:
+        """True if ``kernel`` runs here (for ``dtype``, when given)."""
         found = self._supported.get(kernel)
-        return found is not None and dt.as_dtype(dtype) in found
+        if found is None:
+            return False
+        return dtype is None or dt.as_dtype(dtype) in found
 
     # ------------------------------------------------------------------ memory
     @property
@@ -411,11 +413,14 @@ class Device:
         spec = KERNELS.get(kernel) or get_kernel(kernel)
         bound = spec.bind(inputs, params)
         for a in inputs:
-            if a.device is not self:
+            if getattr(a, "device", self) is not self:
                 raise ShapeError(
                     f"kernel '{kernel}': input on {a.device.id} passed to a launch on {self.id}; move it with .to()"
                 )
-        shape, out_dtype = spec.infer(inputs, bound)
+        inferred = spec.infer(inputs, bound)
+        if inferred is None:
+            return self._launch_task(kernel, inputs, bound, stream or self.default_stream)
+        shape, out_dtype = inferred
         key = spec.key_dtype(inputs, out_dtype)
         supported = self._supported.get(kernel)
         if supported is None or key not in supported:
@@ -448,6 +453,26 @@ class Device:
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
         return out
+
+    def _launch_task(self, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], stream: Stream) -> Any:
+        """Run a task kernel (one whose result is not an array); return the implementation's result."""
+        impl = self._impls.get(kernel)
+        if impl is None:
+            raise UnsupportedKernelError(kernel=kernel, device=self.id)
+        tracer = self.tracer
+        t0 = time.perf_counter() if tracer is not None else 0.0
+        try:
+            result = impl(inputs, None, params, stream)  # type: ignore[arg-type]
+        except DsrtError:
+            raise
+        except Exception as exc:
+            err = self._translate_error(exc, f"kernel '{kernel}'")
+            if not isinstance(err, (KernelLaunchError, DeviceError)):
+                err = KernelLaunchError(str(err), kernel=kernel, device=self.id)
+            raise err from exc
+        if tracer is not None:
+            tracer.complete(kernel, self.id, t0, time.perf_counter(), {})
+        return result
 
     def synchronize(self, stream: Stream | None = None) -> None:
         """Block until ``stream`` (default: the default stream) has finished its work."""

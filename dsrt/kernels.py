@@ -47,7 +47,7 @@ class ArrayLike(Protocol):
     dtype: np.dtype
 
 
-InferFn = Callable[[Sequence[ArrayLike], Mapping[str, Any]], tuple[tuple[int, ...], np.dtype]]
+InferFn = Callable[[Sequence[Any], Mapping[str, Any]], "tuple[tuple[int, ...], np.dtype] | None"]
 ReferenceFn = Callable[[Sequence[np.ndarray], Mapping[str, Any]], np.ndarray]
 
 
@@ -92,6 +92,11 @@ class KernelSpec:
         if missing:
             raise ConfigurationError(f"kernel '{self.name}' needs parameter(s): {', '.join(missing)}")
         return bound
+
+    @property
+    def is_task(self) -> bool:
+        """True for task kernels (results that are not arrays; support checked by name only)."""
+        return not self.dtypes
 
     def key_dtype(self, inputs: Sequence[ArrayLike], out_dtype: np.dtype) -> np.dtype:
         """The dtype whose support decides whether a device can run this launch."""
@@ -199,6 +204,7 @@ _elementwise("sub", lambda a, b: a - b, _NUMERIC, "out = a - b")
 _elementwise("mul", lambda a, b: a * b, _NUMERIC, "out = a * b")
 _elementwise("div", lambda a, b: a / b, _FLOATS | _COMPLEX, "out = a / b (floating dtypes only)")
 _elementwise("maximum", lambda a, b: np.maximum(a, b), _FLOATS | _INTS, "out = max(a, b), NaN propagates")
+_elementwise("minimum", lambda a, b: np.minimum(a, b), _FLOATS | _INTS, "out = min(a, b), NaN propagates")
 _elementwise("exp", lambda x: np.exp(x), _FLOATS | _COMPLEX, "out = e ** x")
 _elementwise("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), _FLOATS | _SIGNED_INTS, "out = max(x, 0)")
 _elementwise("scale", lambda x, p: x * p["alpha"], _FLOATS | _COMPLEX, "out = alpha * x", alpha=REQUIRED)

@@ -97,8 +97,10 @@ _ALL = KERNELS["copy"].dtypes
 def _table() -> dict[str, tuple[frozenset[str], KernelImpl]]:
     table: dict[str, tuple[frozenset[str], KernelImpl]] = {}
     fast = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
-            "maximum": np.maximum, "exp": np.exp}
+            "maximum": np.maximum, "minimum": np.minimum, "exp": np.exp}
     for name, spec in KERNELS.items():
+        if spec.is_task:
+            continue
         if name in fast:
             table[name] = (spec.dtypes, _ufunc(name, fast[name]))
         else:
