@@ -210,6 +210,8 @@ class Device:
         self.default_stream = self._create_stream("default")
         table = self.kernel_table()
         self._impls: dict[str, KernelImpl] = {}
+        # (kernel, device/shape/dtype of each input) -> (out shape, out dtype, bound params)
+        self._signatures: dict[tuple[Any, ...], tuple[tuple[int, ...], np.dtype, Mapping[str, Any]]] = {}
         self._supported: dict[str, frozenset[np.dtype]] = {}
         for name, (dtype_names, impl) in table.items():
             self.add_kernel(name, dtype_names, impl, _update_info=False)
@@ -297,6 +299,7 @@ class Device:
             )
         self._impls[name] = impl
         self._supported[name] = frozenset(dt.as_dtype(d) for d in wanted)
+        self._signatures.clear()
         if _update_info:
             kernels = dict(self.info.kernels)
             kernels[name] = wanted
@@ -410,6 +413,21 @@ class Device:
         **params: Any,
     ) -> Array:
         """Run ``kernel`` on ``inputs`` (arrays on this device); returns ``out`` (allocated if None)."""
+        # Fast path: a launch with no parameters whose signature was validated before skips binding,
+        # inference and the support check (the hot path of small-array dispatch).
+        sig: tuple[Any, ...] | None = None
+        if not params:
+            n = len(inputs)
+            if n == 2:
+                x, y = inputs
+                sig = (kernel, x.device, x.shape, x.dtype, y.device, y.shape, y.dtype)
+            elif n == 1:
+                x = inputs[0]
+                sig = (kernel, x.device, x.shape, x.dtype)
+            if sig is not None:
+                hit = self._signatures.get(sig)
+                if hit is not None:
+                    return self._run(kernel, inputs, out, hit[0], hit[1], hit[2], stream)
         spec = KERNELS.get(kernel) or get_kernel(kernel)
         bound = spec.bind(inputs, params)
         for a in inputs:
@@ -428,6 +446,23 @@ class Device:
                 kernel=kernel, device=self.id, dtype=dt.dtype_name(key),
                 supported=sorted(dt.dtype_name(d) for d in supported) if supported else (),
             )
+        if sig is not None:
+            if len(self._signatures) >= 4096:
+                self._signatures.clear()
+            self._signatures[sig] = (shape, out_dtype, bound)
+        return self._run(kernel, inputs, out, shape, out_dtype, bound, stream)
+
+    def _run(
+        self,
+        kernel: str,
+        inputs: Sequence[Array],
+        out: Array | None,
+        shape: tuple[int, ...],
+        out_dtype: np.dtype,
+        bound: Mapping[str, Any],
+        stream: Stream | None,
+    ) -> Array:
+        """Launch a validated kernel: allocate or check ``out``, mark memory used, translate errors."""
         s = stream or self.default_stream
         if out is None:
             out = self.empty(shape, out_dtype, stream=s)

@@ -239,8 +239,10 @@ class Runtime:
         """Run ``kernel`` on ``inputs``; on ``device``, else where the inputs (or ``out``) live."""
         if device is None:
             dev = inputs[0].device if inputs else (out.device if out is not None else self.device())
+        elif isinstance(device, Device):
+            dev = device
         else:
-            dev = device if isinstance(device, Device) else self.device(device)
+            dev = self.device(device)
         return dev.launch(kernel, *inputs, out=out, stream=stream, **params)
 
     def compile(

@@ -1,0 +1,184 @@
+"""The main job's workload: a mixed set of kernels run on every device and checked against numpy.
+
+Each :class:`Check` builds host inputs, runs one kernel on a device, and compares with the numpy
+reference using a tolerance that fits the dtype (and, for GEMM, the accumulation length). Plugins add
+their own checks through the ``dsrt_workload_items`` hook (quantum circuits, spiking networks...).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import dtypes as dt
+from .device import Device
+from .errors import DsrtError
+from .hookspecs import WorkloadItem
+from .kernels import get_kernel, reference
+
+__all__ = ["Check", "CheckResult", "standard_checks", "run_check", "run_item", "tolerance", "relative_error"]
+
+
+def tolerance(dtype: Any, *, accumulate: int = 1) -> float:
+    """Largest acceptable relative error for results of ``dtype`` summing ``accumulate`` terms."""
+    d = dt.as_dtype(dtype)
+    if d in dt.INTEGER_DTYPES or d == dt.bool_:
+        return 0.0
+    eps = {
+        dt.float64: 2.0**-52, dt.complex128: 2.0**-52, dt.float32: 2.0**-23, dt.complex64: 2.0**-23,
+        dt.float16: 2.0**-10, dt.bfloat16: 2.0**-7, dt.float8_e4m3fn: 2.0**-3, dt.float8_e5m2: 2.0**-2,
+    }[d]
+    # Rounding of the output (one ulp) plus accumulation error that grows like sqrt(K) in practice.
+    return float(4 * eps * (1 + math.sqrt(accumulate)))
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max(|want|), computed in float64 (0 for exact integer equality)."""
+    g = np.asarray(got).astype(np.complex128 if np.iscomplexobj(want) else np.float64)
+    w = np.asarray(want).astype(g.dtype)
+    if g.shape != w.shape:
+        return math.inf
+    if g.size == 0:
+        return 0.0
+    diff = np.max(np.abs(g - w))
+    scale = np.max(np.abs(w))
+    if diff == 0:
+        return 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One kernel on one shape and dtype; ``make(rng)`` returns host inputs and params."""
+
+    name: str
+    kernel: str
+    dtype: str
+    make: Callable[[np.random.Generator], tuple[list[np.ndarray], dict[str, Any]]]
+    accumulate: int = 1
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one device: seconds are device time of the measured run."""
+
+    device: str
+    name: str
+    ok: bool
+    error: float
+    tolerance: float
+    seconds: float
+    flops: float
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "check": self.name, "ok": self.ok, "max_rel_error": self.error,
+                "tolerance": self.tolerance, "seconds": self.seconds, "flops": self.flops,
+                "message": self.message}
+
+
+def _rand(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    d = dt.as_dtype(dtype)
+    if d in dt.INTEGER_DTYPES:
+        return rng.integers(-100, 100, size=shape).astype(d)
+    return rng.standard_normal(shape).astype(np.float32).astype(d)
+
+
+def _gemm(m: int, k: int, n: int, dtype: str) -> Check:
+    return Check(f"gemm {dtype} {m}x{k}x{n}", "gemm", dtype,
+                 lambda rng: ([_rand(rng, (m, k), dtype), _rand(rng, (k, n), dtype)], {}), accumulate=k)
+
+
+def standard_checks(*, quick: bool = False) -> list[Check]:
+    """The mixed workload of ``dsrt run``: GEMMs in several dtypes, reductions, quantized GEMM."""
+    big = 256 if quick else 512
+    checks = [
+        _gemm(big, big, big, "float32"),
+        _gemm(257, 129, 65, "float32"),
+        _gemm(128, 128, 128, "float64"),
+        _gemm(128, 128, 128, "float16"),
+        _gemm(128, 128, 128, "bfloat16"),
+        Check("qgemm_int8 256^3", "qgemm_int8", "int8",
+              lambda rng: ([rng.integers(-127, 128, (256, 256)).astype(np.int8),
+                            rng.integers(-127, 128, (256, 256)).astype(np.int8)], {})),
+        Check("quantize_int8 per-channel", "quantize_int8", "float32",
+              lambda rng: ([rng.standard_normal((256, 64)).astype(np.float32),
+                            rng.uniform(0.01, 0.05, 64).astype(np.float32)], {"axis": 1})),
+        Check("reduce_sum float32 1M", "reduce_sum", "float32",
+              lambda rng: ([rng.standard_normal(1 << 20).astype(np.float32)], {}), accumulate=1 << 20),
+        Check("reduce_max float32 rows", "reduce_max", "float32",
+              lambda rng: ([rng.standard_normal((512, 1000)).astype(np.float32)], {"axis": -1})),
+        Check("softmax float32 512x1000", "softmax", "float32",
+              lambda rng: ([rng.standard_normal((512, 1000)).astype(np.float32)], {}), accumulate=1000),
+        Check("add float32 4M", "add", "float32",
+              lambda rng: ([rng.standard_normal(1 << 22).astype(np.float32),
+                            rng.standard_normal(1 << 22).astype(np.float32)], {})),
+        Check("axpy float16 1M", "axpy", "float16",
+              lambda rng: ([_rand(rng, (1 << 20,), "float16"), _rand(rng, (1 << 20,), "float16")], {"alpha": 0.5})),
+    ]
+    return checks
+
+
+def run_check(device: Device, check: Check, *, seed: int = 0) -> CheckResult | None:
+    """Run ``check`` on ``device`` (None when the device does not implement it)."""
+    if not device.supports(check.kernel, check.dtype):
+        return None
+    rng = np.random.default_rng(seed)
+    host, params = check.make(rng)
+    spec = get_kernel(check.kernel)
+    try:
+        inputs = [device.asarray(h) for h in host]
+        out = device.launch(check.kernel, *inputs, **params)  # warm-up: compiles, fills caches
+        device.synchronize()
+        t0 = time.perf_counter()
+        out = device.launch(check.kernel, *inputs, out=out, **params)
+        device.synchronize()
+        seconds = time.perf_counter() - t0
+        got = out.numpy()
+    except DsrtError as exc:
+        return CheckResult(device.id, check.name, False, math.inf, 0.0, 0.0, 0.0, str(exc))
+    want = reference(check.kernel, *host, **params)
+    err = relative_error(got, want)
+    tol = tolerance(want.dtype, accumulate=check.accumulate)
+    if check.kernel == "quantize_int8":
+        # One int8 step of disagreement on exact .5 ties between rounding implementations is allowed.
+        err = float(np.max(np.abs(got.astype(np.int32) - want.astype(np.int32))))
+        tol = 1.0
+    return CheckResult(device.id, check.name, err <= tol, err, tol, seconds, spec.flops(host, {**spec.params, **params}))
+
+
+def run_item(device: Device, item: WorkloadItem) -> CheckResult:
+    """Run a plugin's workload item on ``device``."""
+    t0 = time.perf_counter()
+    try:
+        err, tol, flops = item.run(device)
+    except DsrtError as exc:
+        return CheckResult(device.id, item.name, False, math.inf, 0.0, time.perf_counter() - t0, 0.0, str(exc))
+    return CheckResult(device.id, item.name, err <= tol, float(err), float(tol), time.perf_counter() - t0, float(flops))
+
+
+def summarize(results: Iterable[CheckResult]) -> dict[str, dict[str, Any]]:
+    """Per device: checks run, seconds, GFLOP/s over the checks, worst error/tolerance, verdict."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in results:
+        row = table.setdefault(r.device, {"checks": 0, "failed": 0, "seconds": 0.0, "flops": 0.0, "worst": 0.0})
+        row["checks"] += 1
+        row["failed"] += 0 if r.ok else 1
+        row["seconds"] += r.seconds
+        row["flops"] += r.flops
+        ratio = r.error / r.tolerance if r.tolerance > 0 else (0.0 if r.error == 0 else math.inf)
+        row["worst"] = max(row["worst"], ratio)
+    for row in table.values():
+        row["gflops"] = row["flops"] / row["seconds"] / 1e9 if row["seconds"] > 0 else 0.0
+        row["verdict"] = "PASS" if row["failed"] == 0 else "FAIL"
+    return table
+
+
+def as_mapping(results: Iterable[CheckResult]) -> list[Mapping[str, Any]]:
+    return [r.to_dict() for r in results]
