@@ -1,0 +1,1 @@
+"""acme-dsrt: an example third-party backend for dsrt."""
