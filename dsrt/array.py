@@ -157,6 +157,14 @@ class Array:
         except TypeError:
             return exporter.__dlpack__(stream=stream)
 
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """The CUDA array interface, for arrays on devices that offer it (AttributeError otherwise)."""
+        provider = getattr(self.device, "cuda_array_interface", None)
+        if provider is None:
+            raise AttributeError(f"arrays on {self.device.id} have no __cuda_array_interface__")
+        return provider(self)
+
     def __repr__(self) -> str:
         return f"dsrt.Array(shape={self.shape}, dtype={dt.dtype_name(self.dtype)}, device={self.device.id})"
 

@@ -102,7 +102,7 @@ class PluginManager:
                 continue
             try:
                 obj = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - a broken plugin must never take the core down
+            except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 self._fail(ep.name, source, f"import of '{source}' failed", exc)

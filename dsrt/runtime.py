@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .array import Array
 from .device import Device, Stream, UserKernel, current_device
 from .errors import (

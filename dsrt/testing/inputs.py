@@ -57,7 +57,12 @@ def make_inputs(kernel: str, dtype: np.dtype, case: dict[str, Any], seed: int = 
         if kernel == "quantize_int8":
             # Keep x / scale away from exact .5 ties, where rounding conventions may differ.
             x = (rng.integers(-120, 121, size=shape) + rng.uniform(-0.4, 0.4, size=shape)).astype(np.float32)
-            x = (x * (scale if axis is None else np.expand_dims(scale, tuple(i for i in range(len(shape)) if i != axis % len(shape))))).astype(dtype)
+            if axis is not None:
+                others = tuple(i for i in range(len(shape)) if i != axis % len(shape))
+                x = x * np.expand_dims(scale, others)
+            else:
+                x = x * scale
+            x = x.astype(dtype)
             return [x, scale], params
         return [rng.integers(-127, 128, size=shape).astype(np.int8), scale], params
     if kernel in ("div",):

@@ -29,7 +29,7 @@ def _accumulation(kernel: str, case: dict[str, Any]) -> int:
 
 def test_device_info(dsrt_device: dsrt.Device) -> None:
     info = dsrt_device.info
-    backend, _, index = info.id.partition(":")
+    _prefix, _, index = info.id.partition(":")
     assert index.isdigit() and int(index) == info.index, f"device id {info.id!r} is not '<prefix>:<index>'"
     assert info.memory_bytes > 0 and info.compute_units >= 1
     assert info.peak_flops >= 0 and info.memory_bandwidth >= 0

@@ -5,11 +5,11 @@ import sys
 import textwrap
 import types
 
+import dsrt_cpu
 import numpy as np
 import pytest
 
 import dsrt
-import dsrt_cpu
 from dsrt.errors import BackendNotFoundError, DeviceUnavailableError
 
 
@@ -116,5 +116,5 @@ def test_hook_that_raises_at_registration_is_isolated():
 
 
 def test_unknown_backend_lists_what_exists(rt):
-    with pytest.raises(BackendNotFoundError, match="no backend 'warp'.*cpu:0"):
+    with pytest.raises(BackendNotFoundError, match=r"no backend 'warp'.*cpu:0"):
         rt.device("warp:0")

@@ -148,7 +148,7 @@ class CpuDevice(Device):
         if len(params) != len(args):
             raise ShapeError(f"{self.id}: C kernel '{kernel.name}' takes {len(params)} arguments, got {len(args)}")
         converted = []
-        for i, (ctype, arg) in enumerate(zip(params, args)):
+        for i, (ctype, arg) in enumerate(zip(params, args, strict=True)):
             if isinstance(arg, Array):
                 if arg.device is not self:
                     raise ShapeError(f"{self.id}: argument {i} of '{kernel.name}' lives on {arg.device.id}")

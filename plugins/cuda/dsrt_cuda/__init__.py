@@ -1,1 +1,40 @@
-"""dsrt_cuda: not yet implemented; registers no backend."""
+"""The CUDA backend on CuPy: raw device allocations under the dsrt pool, cuBLAS GEMMs, NVRTC kernels.
+
+CuPy is imported lazily in the probe, so this plugin imports (and ``dsrt devices`` explains what is
+missing) on machines without CuPy or without a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dsrt
+from dsrt.errors import DeviceUnavailableError
+from dsrt.hookspecs import BackendSpec
+
+__all__ = ["dsrt_register_backends", "probe"]
+
+INSTALL_HINT = "pip install dsrt[cuda12] (CUDA 12) or dsrt[cuda13] (CUDA 13)"
+
+
+def probe(runtime: Any) -> list[Any]:
+    """One device per visible GPU, or DeviceUnavailableError saying what is missing."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise DeviceUnavailableError(f"cupy not installed: {INSTALL_HINT} ({exc})") from None
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError, missing libcudart, driver too old
+        raise DeviceUnavailableError(f"CUDA runtime unusable: {type(exc).__name__}: {exc}") from None
+    if count == 0:
+        raise DeviceUnavailableError("no CUDA GPU visible (CUDA_VISIBLE_DEVICES?)")
+    from .device import CudaDevice
+
+    return [CudaDevice(i) for i in range(count)]
+
+
+@dsrt.hookimpl
+def dsrt_register_backends() -> list[BackendSpec]:
+    return [BackendSpec(name="cuda", api_version=1, probe=probe, priority=100,
+                        description="NVIDIA GPUs through CuPy (cuBLAS, NVRTC)", install_hint=INSTALL_HINT)]
