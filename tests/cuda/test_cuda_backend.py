@@ -1,0 +1,72 @@
+"""CUDA backend tests. Without CuPy or a GPU every GPU test skips with the probe's reason."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import dsrt
+from dsrt.workload import relative_error, tolerance
+
+
+@pytest.fixture(scope="module")
+def gpu(rt):
+    status = rt.backends.get("cuda")
+    if status is None or status.status != "available":
+        pytest.skip(f"no CUDA device: {status.reason if status else 'cuda plugin not installed'}")
+    return rt.device("cuda:0")
+
+
+def test_without_a_gpu_the_listing_says_exactly_what_is_missing(rt):
+    status = rt.backends["cuda"]
+    if status.status == "available":
+        pytest.skip("a GPU is present; the absent-GPU message is not observable here")
+    assert status.status == "unavailable"
+    assert ("cupy not installed" in status.reason and "dsrt[cuda12]" in status.reason) or "CUDA" in status.reason
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_gemm_matches_numpy(gpu, dtype):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((257, 129)).astype(np.float32).astype(dsrt.as_dtype(dtype))
+    b = rng.standard_normal((129, 65)).astype(np.float32).astype(dsrt.as_dtype(dtype))
+    got = gpu.launch("gemm", gpu.asarray(a), gpu.asarray(b), alpha=0.5).numpy()
+    want = dsrt.kernels.reference("gemm", a, b, alpha=0.5)
+    assert relative_error(got, want) <= tolerance(dtype, accumulate=129)
+
+
+def test_dlpack_and_cuda_array_interface_are_zero_copy(gpu):
+    import cupy as cp
+
+    arr = gpu.asarray(np.arange(8, dtype=np.float32))
+    view = cp.from_dlpack(arr)
+    view[0] = 42
+    assert arr.numpy()[0] == 42
+    cai = arr.__cuda_array_interface__
+    assert cai["data"][0] == view.data.ptr
+    source = cp.arange(5, dtype=cp.float64)
+    imported = dsrt.from_dlpack(source)
+    assert imported.device is gpu and imported._alloc.handle == source.data.ptr
+    np.testing.assert_array_equal(imported.numpy(), np.arange(5))
+
+
+def test_nvrtc_kernel_is_cached_for_a_second_process(gpu, tmp_path):
+    script = textwrap.dedent('''
+        import json, numpy as np, dsrt
+        rt = dsrt.Runtime()
+        src = ('extern "C" __global__ void twice(float *x, int n) {'
+               ' int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] *= 2; }')
+        k = rt.compile(src, lang="cuda", name="twice", device="cuda:0")
+        x = rt.asarray(np.arange(4, dtype=np.float32), device="cuda:0")
+        k.launch(x, np.int32(4), grid=(1,), block=(32,))
+        print(json.dumps({"hit": k.cache_hit, "x": x.numpy().tolist()}))
+    ''')
+    env = {**os.environ, "DSRT_CACHE_DIR": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      check=True, timeout=300).stdout) for _ in range(2)]
+    assert [r["hit"] for r in runs] == [False, True]
+    assert runs[1]["x"] == [0.0, 2.0, 4.0, 6.0]
