@@ -1,1 +1,30 @@
-"""dsrt_npu: not yet implemented; registers no backend."""
+"""The Ascend NPU backend on Huawei CANN (pyACL).
+
+Exercised against an emulated ``acl`` module in the test suite (no Ascend hardware was reachable
+while it was written); it follows the pyACL conventions of the CANN 7.0/8.0 documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dsrt
+from dsrt.hookspecs import BackendSpec
+
+__all__ = ["dsrt_register_backends", "probe"]
+
+
+def probe(runtime: Any) -> list[Any]:
+    """Detect CANN step by step (each failure names what is missing), then one device per NPU."""
+    from .detect import detect
+    from .device import NpuDevice
+
+    install, acl = detect()
+    return [NpuDevice(acl, i) for i in install.devices]
+
+
+@dsrt.hookimpl
+def dsrt_register_backends() -> list[BackendSpec]:
+    return [BackendSpec(name="npu", api_version=1, probe=probe, priority=90,
+                        description="Huawei Ascend NPUs through CANN (pyACL)",
+                        install_hint="install the CANN toolkit and source set_env.sh")]
