@@ -31,9 +31,9 @@ def _time(fn, sync, repeats):
 
 def main() -> None:
     import cupy as cp
-    from dsrt_cuda.device import cuda_view
 
     import dsrt
+    from dsrt_cuda.device import cuda_view
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")

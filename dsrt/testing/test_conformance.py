@@ -131,7 +131,7 @@ def test_unknown_kernel_is_refused(dsrt_device: dsrt.Device) -> None:
 
 
 def test_shape_mismatch_is_refused(dsrt_device: dsrt.Device) -> None:
-    for kernel, shapes, pattern in (("add", ((3,), (4,)), r"\(3,\).*\(4,\)"),
+    for kernel, shapes, pattern in (  # noqa: B007 - used after the loop("add", ((3,), (4,)), r"\(3,\).*\(4,\)"),
                                     ("gemm", ((3, 4), (5, 2)), "inner dimensions"),
                                     ("copy", ((3,), (4,)), "out must be")):
         names = sorted(dsrt_device.info.kernels.get(kernel, ()))

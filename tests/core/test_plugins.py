@@ -5,11 +5,11 @@ import sys
 import textwrap
 import types
 
-import dsrt_cpu
 import numpy as np
 import pytest
 
 import dsrt
+import dsrt_cpu
 from dsrt.errors import BackendNotFoundError, DeviceUnavailableError
 
 

@@ -102,7 +102,7 @@ def test_acl_error_codes_surface_as_dsrt_errors_with_code_and_meaning(acl):
     assert "207001" in str(info.value) and "device memory allocation failed" in str(info.value)
     x = npu.asarray(np.ones(4, np.int8))
     acl._inject("rt.synchronize_stream", 507010)
-    with pytest.raises(DeviceLostError, match="507010.*heartbeat lost"):
+    with pytest.raises(DeviceLostError, match=r"507010.*heartbeat lost"):
         x.numpy()
 
 

@@ -29,6 +29,7 @@ class NvrtcCompiler:
 
     def build(self, source: str, name: str, options: Sequence[str]) -> tuple[Any, bool]:
         from cupy_backends.cuda.libs import nvrtc
+
         from dsrt_cpu.compiler import cache_dir
 
         opts = (f"-arch={self.arch}", "-std=c++17", *options)

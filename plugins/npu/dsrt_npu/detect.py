@@ -112,7 +112,8 @@ def detect(env: dict[str, str] | None = None, *, dev_dir: Path | None = None) ->
     library = root / "lib64" / "libascendcl.so"
     if not library.exists():
         raise DeviceUnavailableError(f"CANN runtime library missing: {library}")
-    devices = find_device_nodes(dev_dir or Path(env.get("DSRT_NPU_DEV_DIR", "/dev")), env.get("ASCEND_RT_VISIBLE_DEVICES"))
+    # Checked for its reason; ACL itself renumbers the visible devices below.
+    find_device_nodes(dev_dir or Path(env.get("DSRT_NPU_DEV_DIR", "/dev")), env.get("ASCEND_RT_VISIBLE_DEVICES"))
     acl = import_acl(root)
     from .session import acl_session
 

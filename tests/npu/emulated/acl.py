@@ -115,11 +115,11 @@ def destroy_data_buffer(buf: tuple) -> int:
     return _SUCCESS
 
 
-class rt(_Namespace):  # noqa: N801 - the module's documented name
+class rt(_Namespace):
     pass
 
 
-class op(_Namespace):  # noqa: N801
+class op(_Namespace):
     pass
 
 
