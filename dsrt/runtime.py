@@ -6,6 +6,7 @@ plugin, probes each backend lazily on first use, and places work on the best ava
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -171,17 +172,24 @@ class Runtime:
 
     @property
     def default_device(self) -> Device:
-        """The first non-simulated device (``cpu:0`` on most machines)."""
+        """``$DSRT_DEFAULT_DEVICE`` if set, else the real device of the highest-priority backend."""
+        chosen = os.environ.get("DSRT_DEFAULT_DEVICE")
+        if chosen:
+            return self.device(chosen)
         for dev in self.devices:
             if not dev.info.simulated:
                 return dev
         raise DeviceUnavailableError("no usable device: is the cpu plugin disabled?")
 
-    def add_device(self, device: Device) -> Device:
-        """Adopt a device built outside discovery (simulated devices, tests)."""
+    def add_device(self, device: Device, *, replace: bool = False) -> Device:
+        """Adopt a device built outside discovery (topology-declared simulated devices, tests).
+
+        ``replace=True`` swaps out a device with the same id (a probe's default simulated device
+        replaced by the one a topology declares).
+        """
         self._probe()
         with self._lock:
-            if device.id in self._devices:
+            if device.id in self._devices and not replace:
                 raise ConfigurationError(f"device id '{device.id}' is already in use")
             self._adopt(device)
         return device

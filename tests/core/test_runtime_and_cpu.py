@@ -12,30 +12,30 @@ from dsrt.errors import KernelCompileError, ShapeError, UnsupportedKernelError
 
 
 def test_launch_places_on_the_inputs_device_and_checks_out(rt, cpu):
-    a = rt.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    a = cpu.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
     out = rt.launch("gemm", a, a, trans_b=True, alpha=2.0)
     assert out.device is cpu and out.shape == (2, 2)
     np.testing.assert_allclose(out.numpy(), 2 * (a.numpy() @ a.numpy().T), rtol=1e-6)
-    wrong = rt.empty((3, 3), "float32")
+    wrong = cpu.empty((3, 3), "float32")
     with pytest.raises(ShapeError, match=r"out must be float32\(2, 2\)"):
         rt.launch("gemm", a, a, trans_b=True, out=wrong)
 
 
-def test_fast_path_still_validates_every_launch(rt):
-    a, b = rt.asarray(np.ones(4, np.float32)), rt.asarray(np.ones(4, np.float32))
+def test_fast_path_still_validates_every_launch(rt, cpu):
+    a, b = cpu.asarray(np.ones(4, np.float32)), cpu.asarray(np.ones(4, np.float32))
     c = rt.launch("add", a, b)
     rt.launch("add", a, b, out=c)  # signature now cached
     with pytest.raises(ShapeError):
-        rt.launch("add", a, b, out=rt.empty((5,), "float32"))
+        rt.launch("add", a, b, out=cpu.empty((5,), "float32"))
     with pytest.raises(ShapeError):
-        rt.launch("add", a, rt.asarray(np.ones(5, np.float32)))
+        rt.launch("add", a, cpu.asarray(np.ones(5, np.float32)))
     with pytest.raises(ShapeError, match="dtypes"):
-        rt.launch("add", a, rt.asarray(np.ones(4, np.float64)))
+        rt.launch("add", a, cpu.asarray(np.ones(4, np.float64)))
     np.testing.assert_array_equal(c.numpy(), [2, 2, 2, 2])
 
 
-def test_unsupported_pair_names_device_kernel_and_dtype(rt):
-    x = rt.asarray(np.ones(3, np.int32))
+def test_unsupported_pair_names_device_kernel_and_dtype(rt, cpu):
+    x = cpu.asarray(np.ones(3, np.int32))
     with pytest.raises(ShapeError, match="does not accept input dtype int32"):
         rt.launch("exp", x)
     dev = rt.device("cpu:0")
@@ -44,14 +44,14 @@ def test_unsupported_pair_names_device_kernel_and_dtype(rt):
         dev._supported["exp"] = frozenset({np.dtype(np.float64)})
         dev._signatures.clear()
         with pytest.raises(UnsupportedKernelError, match=r"cpu:0: kernel 'exp' is not implemented for dtype float32"):
-            rt.launch("exp", rt.asarray(np.ones(3, np.float32)))
+            rt.launch("exp", cpu.asarray(np.ones(3, np.float32)))
     finally:
         dev._supported["exp"] = saved
         dev._signatures.clear()
 
 
 def test_reshape_views_share_memory_and_to_copies(rt, cpu):
-    a = rt.asarray(np.arange(12, dtype=np.float64))
+    a = cpu.asarray(np.arange(12, dtype=np.float64))
     m = a.reshape(3, -1)
     assert m.shape == (3, 4) and m._alloc is a._alloc
     with pytest.raises(ShapeError):
@@ -60,22 +60,22 @@ def test_reshape_views_share_memory_and_to_copies(rt, cpu):
     np.testing.assert_array_equal(m.copy().numpy(), np.arange(12).reshape(3, 4))
 
 
-def test_dlpack_is_zero_copy_both_ways_and_keeps_memory_alive(rt):
-    a = rt.asarray(np.arange(5, dtype=np.float32))
+def test_dlpack_is_zero_copy_both_ways_and_keeps_memory_alive(rt, cpu):
+    a = cpu.asarray(np.arange(5, dtype=np.float32))
     view = np.from_dlpack(a)
     view[0] = 42.0
     assert a.numpy()[0] == 42.0
     del a  # the numpy view keeps the allocation alive: its data stays intact
     assert view.tolist() == [42.0, 1, 2, 3, 4]
     host = np.arange(4, dtype=np.int64)
-    imported = dsrt.from_dlpack(host)
+    imported = dsrt.from_dlpack(host, device=cpu)
     out = rt.launch("add", imported, imported)
     host[1] = 100  # shared memory: the import sees the change
     assert imported.numpy()[1] == 100 and out.numpy().tolist() == [0, 2, 4, 6]
 
 
-def test_bf16_cannot_cross_numpy_dlpack_with_a_clear_error(rt):
-    b = rt.asarray(np.ones(3, np.float32)).astype("bfloat16")
+def test_bf16_cannot_cross_numpy_dlpack_with_a_clear_error(rt, cpu):
+    b = cpu.asarray(np.ones(3, np.float32)).astype("bfloat16")
     with pytest.raises(dsrt.ConfigurationError, match="bfloat16"):
         np.from_dlpack(b)
 
@@ -83,10 +83,10 @@ def test_bf16_cannot_cross_numpy_dlpack_with_a_clear_error(rt):
 SAXPY = "void saxpy(const float *x, float *y, float a, long n) { for (long i = 0; i < n; i++) y[i] += a * x[i]; }"
 
 
-def test_c_kernel_compiles_runs_and_reports_errors(rt):
+def test_c_kernel_compiles_runs_and_reports_errors(rt, cpu):
     k = rt.compile(SAXPY, lang="c", name="saxpy")
-    x = rt.asarray(np.arange(5, dtype=np.float32))
-    y = rt.asarray(np.ones(5, np.float32))
+    x = cpu.asarray(np.arange(5, dtype=np.float32))
+    y = cpu.asarray(np.ones(5, np.float32))
     k.launch(x, y, 2.0, 5)
     np.testing.assert_array_equal(y.numpy(), 1 + 2 * np.arange(5))
     with pytest.raises(KernelCompileError) as info:
@@ -102,8 +102,8 @@ def test_c_kernel_cache_is_shared_with_a_second_process(tmp_path):
         import json, numpy as np, dsrt
         rt = dsrt.Runtime()
         k = rt.compile({SAXPY!r}, lang="c", name="saxpy")
-        y = rt.asarray(np.zeros(3, np.float32))
-        k.launch(rt.asarray(np.ones(3, np.float32)), y, 3.0, 3)
+        y = rt.asarray(np.zeros(3, np.float32), device="cpu:0")
+        k.launch(rt.asarray(np.ones(3, np.float32), device="cpu:0"), y, 3.0, 3)
         print(json.dumps({{"hit": k.cache_hit, "y": y.numpy().tolist()}}))
     """)
     runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
@@ -114,9 +114,9 @@ def test_c_kernel_cache_is_shared_with_a_second_process(tmp_path):
     assert not list((tmp_path / "c").glob(".*tmp"))
 
 
-def test_trace_has_a_track_per_device(rt, tmp_path):
+def test_trace_has_a_track_per_device(rt, cpu, tmp_path):
     path = tmp_path / "run.json"
-    a = rt.asarray(np.ones(16, np.float32))
+    a = cpu.asarray(np.ones(16, np.float32))
     with rt.trace(str(path)):
         rt.launch("add", a, a)
         rt.launch("exp", a)
