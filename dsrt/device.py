@@ -464,15 +464,19 @@ class Device:
     ) -> Array:
         """Launch a validated kernel: allocate or check ``out``, mark memory used, translate errors."""
         s = stream or self.default_stream
+        for a in inputs:
+            a._alloc.touch()
         if out is None:
             out = self.empty(shape, out_dtype, stream=s)
+            if any(a._alloc.handle is None for a in inputs):
+                # Allocating the output spilled an input under memory pressure: bring the operands
+                # back while the pool is told not to spill them again.
+                self._fetch_pinned([a._alloc for a in inputs] + [out._alloc])
         elif out.shape != shape or out.dtype != out_dtype or out.device is not self:
             raise ShapeError(
                 f"kernel '{kernel}': out must be {dt.dtype_name(out_dtype)}{shape} on {self.id},"
                 f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
             )
-        for a in inputs:
-            a._alloc.touch()
         out._alloc.touch()
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
@@ -488,6 +492,17 @@ class Device:
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
         return out
+
+    def _fetch_pinned(self, allocs: list[Allocation]) -> None:
+        """Make every allocation resident, none of them spilled to make room for another."""
+        pinned = getattr(self.pool, "pinned", None)
+        if pinned is None:
+            for al in allocs:
+                al.touch()
+            return
+        with pinned(allocs):
+            for al in allocs:
+                al.touch()
 
     def _launch_task(self, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], stream: Stream) -> Any:
         """Run a task kernel (one whose result is not an array); return the implementation's result."""
