@@ -85,8 +85,7 @@ def _cmd_devices(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         for dev_id, stats in report["memory"].items():
             print(f"  {dev_id:<12} " + ", ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
     if args.topology:
-        print("topology:")
-        print(json.dumps(report["topology"], indent=2, default=str))
+        print(importlib.import_module("dsrt.cli_topology").format_description(report["topology"]))
     return 0
 
 
@@ -240,7 +239,7 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
 
     topo = _optional_module("dsrt.cli_topology")
     if topo is not None:
-        topo.configure(sub)
+        topo.configure(sub).set_defaults(func=topo.run)
     sched = _optional_module("dsrt.scheduler.cli")
     if sched is not None:
         p = sub.add_parser("simulate", help="plan a workload or a collective on a topology with the virtual clock")
