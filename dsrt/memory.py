@@ -5,8 +5,9 @@ the device's ``_allocate``/``_free`` primitives. It hands out :class:`Allocation
 Allocation goes back to its pool when the last Python reference to it dies (or on
 :meth:`Allocation.release`), never to the user. All sizes are in bytes.
 
-This module holds the contract and a direct (non-caching) pool; the caching, tiered pool replaces
-:class:`DirectPool` behind the same interface.
+This module holds the contract, a direct (non-caching) pool, and :func:`create_pool`, which gives
+every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, spilling to host
+tiers; see ``dsrt/_memory_pool.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .errors import OutOfMemoryError
 if TYPE_CHECKING:
     from .device import Device, Stream
 
-__all__ = ["Allocation", "MemoryPool", "DirectPool", "ALIGNMENT"]
+__all__ = ["Allocation", "MemoryPool", "DirectPool", "CachingPool", "ALIGNMENT", "create_pool"]
 
 #: Every allocation starts on a multiple of this many bytes (a cache line; enough for any dtype and
 #: for OpenCL's CL_DEVICE_MEM_BASE_ADDR_ALIGN on the devices we know).
@@ -39,16 +40,16 @@ class Allocation:
     """
 
     __slots__ = (
-        "device",
-        "handle",
-        "offset",
-        "nbytes",
-        "pool",
-        "stream",
-        "generation",
-        "last_use",
-        "pool_data",
         "__weakref__",
+        "device",
+        "generation",
+        "handle",
+        "last_use",
+        "nbytes",
+        "offset",
+        "pool",
+        "pool_data",
+        "stream",
     )
 
     def __init__(
@@ -130,6 +131,10 @@ class MemoryPool:
         """Return every unused cached segment to the device; returns bytes released."""
         return 0
 
+    def trim(self, keep_bytes: int = 0) -> int:
+        """Return unused cached segments until at most ``keep_bytes`` stay cached; returns bytes."""
+        return self.empty_cache()
+
     def stats(self) -> dict[str, Any]:
         """Counters in bytes and counts (see the caching pool for the full list)."""
         raise NotImplementedError
@@ -191,5 +196,8 @@ class DirectPool(MemoryPool):
 
 
 def create_pool(device: Device) -> MemoryPool:
-    """The pool a device gets on first use."""
-    return DirectPool(device)
+    """The pool a device gets on first use: a :class:`CachingPool`."""
+    return CachingPool(device)
+
+
+from ._memory_pool import CachingPool  # noqa: E402 - it subclasses MemoryPool defined above

@@ -1,0 +1,623 @@
+"""The caching, tiered memory pool every device gets (see :class:`CachingPool`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._memory_blocks import Block, FreeIndex, Segment
+from ._memory_tiers import HostTiers, IdleReaper, SpillRecord
+from .device import Device
+from .errors import DsrtError, OutOfMemoryError, format_bytes
+from .memory import ALIGNMENT, Allocation, MemoryPool
+
+if TYPE_CHECKING:
+    from .device import Stream
+
+__all__ = ["CachingPool", "SMALL_MAX", "SMALL_SEGMENT", "LARGE_ROUND"]
+
+#: Requests of at most this many bytes are *small*: rounded up to :data:`ALIGNMENT` and carved
+#: out of segments of :data:`SMALL_SEGMENT_MIN` to :data:`SMALL_SEGMENT` bytes that only small
+#: blocks use.
+SMALL_MAX = 1 << 20
+SMALL_SEGMENT = 2 << 20
+SMALL_SEGMENT_MIN = 256 << 10
+#: Larger requests are rounded up to a multiple of this many bytes; a large segment is exactly the
+#: rounded size of the request that created it, and splits when a smaller request reuses it.
+LARGE_ROUND = 16 << 10
+_SMALL_MASK = ~(ALIGNMENT - 1)
+_LARGE_MASK = ~(LARGE_ROUND - 1)
+
+
+class CachingPool(MemoryPool):
+    """A caching allocator over any device's ``_allocate``/``_free``, with spilling to host tiers.
+
+    Size rule: a request of ``n`` bytes (``n`` <= 1 MiB) takes ``ceil(n / 256) * 256`` bytes from
+    the small pool, whose segments are 1/16 of the bytes reserved so far, between 256 KiB and
+    2 MiB (and never smaller than the request); a larger one takes ``ceil(n / 16 KiB) * 16 KiB``
+    from the large pool, whose new segments are sized to the request. Free blocks are found by a
+    bounded best fit over size bins (see ``_memory_blocks``); they split, and coalesce with free
+    neighbours in the same segment; the two pools never share a segment, so small blocks cannot
+    pin large ones.
+
+    Streams: a block freed on stream S is reusable on S at once, and on another stream only once an
+    event recorded on S at free time has completed. Devices that never override
+    ``_query_event`` are synchronous and skip events entirely.
+
+    Reserved memory follows use: on a cache miss (only then; hits never give memory back), idle
+    segments are returned to the device, oldest first, until ``reserved`` plus the new segment is
+    at most ``(1 + cache_slack) * (allocated + request)``. ``limit`` (bytes) is a hard cap. When a
+    request does not fit, the pool frees its cache and retries, then spills least-recently-used live allocations (not pinned
+    by :meth:`pinned`) to pinned host memory (if the device has ``_allocate_pinned``) or host
+    memory, and only then raises :class:`~dsrt.errors.OutOfMemoryError`. A spilled allocation comes
+    back on :meth:`Allocation.touch`. An idle pool (no allocation or free for ``idle_shrink_s``
+    seconds) returns its idle segments; ``None`` turns that off.
+
+    Ownership: the pool owns every segment and spill buffer; thread-safe (one lock).
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        limit: int | float | None = None,
+        cache_slack: float = 0.05,
+        pinned_limit: int | None = None,
+        idle_shrink_s: float | None = 30.0,
+    ) -> None:
+        super().__init__(device)
+        self._lock = threading.Lock()
+        self._deferred: deque[Allocation] = deque()
+        self._small = FreeIndex()
+        self._large = FreeIndex()
+        self._segments: dict[int, Segment] = {}
+        self._serial = 0
+        self._pins: dict[int, int] = {}
+        self._tiers = HostTiers(device, pinned_limit)
+        self._sync = type(device)._query_event is Device._query_event
+        self._default_stream = device.default_stream
+        self.cache_slack = cache_slack
+        self.idle_shrink_s = idle_shrink_s
+        self._idle_mark = (-1, 0.0)
+        # counters (bytes unless named *_count / num_*)
+        self.allocated = self.requested = self.reserved = 0
+        self.peak_allocated = self.peak_requested = self.peak_reserved = 0
+        self.num_allocs = self.num_frees = self.cache_hits = self.cache_misses = 0
+        self.segment_allocs = self.segment_frees = self.retries = self.ooms = 0
+        self.spills = self.spilled_bytes_total = self.fetches = self.spilled_live = 0
+        self.idle_trims = 0
+        self.set_limit(limit)
+        if idle_shrink_s is not None:
+            IdleReaper.register(self, max(idle_shrink_s / 2, 0.05))
+
+    # ------------------------------------------------------------------ hot path
+    def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
+        """An Allocation of at least ``nbytes`` bytes usable on ``stream`` (default stream if None)."""
+        n = nbytes if type(nbytes) is int else int(nbytes)
+        if n < 0:
+            n = 0
+        if stream is None:
+            stream = self._default_stream
+        if n <= SMALL_MAX:
+            size = (n + ALIGNMENT - 1) & _SMALL_MASK or ALIGNMENT
+            index = self._small
+        else:
+            size = (n + LARGE_ROUND - 1) & _LARGE_MASK
+            index = self._large
+        with self._lock:
+            if self._deferred:
+                self._drain()
+            # Inlined FreeIndex.find + remove for the common case (see _memory_blocks for the rule).
+            fl = size.bit_length() - 1
+            b = (fl << 4) | ((size >> (fl - 4)) & 15)
+            bins = index.bins
+            block = None
+            bucket = bins.get(b)
+            if bucket is not None:
+                probes = 0
+                for cand in bucket:
+                    # Best of the first few: the smallest that fits (fragments less than first-fit).
+                    if cand.size >= size and (block is None or cand.size < block.size) and (
+                            cand.pending is None or cand.usable_on(stream)):
+                        block = cand
+                    probes += 1
+                    if probes == 8:
+                        break
+            if block is None:
+                mask = index.bitmap >> (b + 1)
+                if mask:
+                    nb = b + (mask & -mask).bit_length()
+                    bucket = bins[nb]
+                    probes = 0
+                    for cand in bucket:
+                        if (block is None or cand.size < block.size) and (
+                                cand.pending is None or cand.usable_on(stream)):
+                            block = cand
+                            b = nb
+                        probes += 1
+                        if probes == 8:
+                            break
+            if block is None:
+                block = index.find(size, stream)  # slower: skips bins whose blocks wait on events
+                if block is None:
+                    block = self._miss(n, size, stream, index, None)
+                else:
+                    self.cache_hits += 1
+                self._take(block, size, index, n)
+            else:
+                self.cache_hits += 1
+                rest = block.size - size
+                if rest >= ALIGNMENT:
+                    # Carve the front off; the free remainder stays in the index, re-binned only if
+                    # its size crossed a bin boundary.
+                    live = Block(block.segment, block.offset, size)
+                    prev = live.prev = block.prev
+                    if prev is None:
+                        block.segment.head = live
+                    else:
+                        prev.next = live
+                    live.next = block
+                    block.prev = live
+                    block.offset += size
+                    block.size = rest
+                    fl = rest.bit_length() - 1
+                    if (fl << 4) | ((rest >> (fl - 4)) & 15) == b:
+                        index.free_bytes -= size
+                    else:
+                        index.resized(block, rest + size)
+                    block = live
+                else:
+                    del bucket[block]
+                    if not bucket:
+                        del bins[b]
+                        index.bitmap &= ~(1 << b)
+                    index.free_bytes -= block.size
+                    index.count -= 1
+                    block.pending = None
+                block.free = False
+                block.requested = n
+                a = self.allocated = self.allocated + block.size
+                if a > self.peak_allocated:
+                    self.peak_allocated = a
+                r = self.requested = self.requested + n
+                if r > self.peak_requested:
+                    self.peak_requested = r
+                self.num_allocs += 1
+        alloc = Allocation(self.device, block.segment.handle, block.offset, n, self, stream, block)
+        block.alloc_ref = weakref.ref(alloc)
+        return alloc
+
+    def _take(self, block: Block, size: int, index: FreeIndex, n: int) -> None:
+        """Mark ``block`` (not in the index) live with ``size`` bytes, splitting off the rest into
+        the index, and count it. Locked."""
+        rest = block.size - size
+        if rest >= ALIGNMENT:
+            tail = Block(block.segment, block.offset + size, rest)
+            nxt = tail.next = block.next
+            if nxt is not None:
+                nxt.prev = tail
+            tail.prev = block
+            block.next = tail
+            tail.pending = block.pending
+            block.size = size
+            index.insert(tail)
+        block.free = False
+        block.pending = None
+        block.requested = n
+        a = self.allocated = self.allocated + block.size
+        if a > self.peak_allocated:
+            self.peak_allocated = a
+        r = self.requested = self.requested + n
+        if r > self.peak_requested:
+            self.peak_requested = r
+        self.num_allocs += 1
+
+    def free(self, alloc: Allocation) -> None:
+        """Take ``alloc`` back; called by :meth:`Allocation.release` and its finaliser.
+
+        If the lock is busy (another thread, or a finaliser that ran inside this pool's own
+        critical section) the free is queued and applied by the next pool operation.
+        """
+        if not self._lock.acquire(False):
+            self._deferred.append(alloc)
+            return
+        try:
+            self._free_locked(alloc)
+        finally:
+            self._lock.release()
+
+    def _drain(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            self._free_locked(deferred.popleft())
+
+    def _free_locked(self, alloc: Allocation) -> None:
+        block = alloc.pool_data
+        alloc.pool_data = None
+        alloc.handle = None
+        if block is None:
+            return
+        self.num_frees += 1
+        if type(block) is not Block:
+            if type(block) is SpillRecord:  # freed while spilled: only the host copy goes
+                self.spilled_live -= block.size
+                self._tiers.give_back(block)
+            return
+        self.allocated -= block.size
+        self.requested -= block.requested
+        block.alloc_ref = None
+        if not self._sync:
+            block.pending = [(alloc.stream or self._default_stream).record_event()]
+        self._release_block(block)
+
+    def _release_block(self, block: Block) -> None:
+        """Return a live block to its free index, merging free neighbours. Locked.
+
+        A free neighbour absorbs the block in place (re-binned only if its bin changes), so the
+        common free costs no new index entry.
+        """
+        seg = block.segment
+        index = self._large if seg.large else self._small
+        block.free = True
+        prev = block.prev
+        nxt = block.next
+        if prev is not None and prev.free:
+            old = prev.size
+            prev.size = old + block.size
+            prev.next = nxt
+            if nxt is not None:
+                nxt.prev = prev
+            if block.pending is not None:
+                prev.pending = _merge_pending(prev.pending, block.pending)
+            if nxt is not None and nxt.free:
+                index.remove(nxt)
+                prev.size += nxt.size
+                prev.next = nxt.next
+                if nxt.next is not None:
+                    nxt.next.prev = prev
+                if nxt.pending is not None:
+                    prev.pending = _merge_pending(prev.pending, nxt.pending)
+            index.resized(prev, old)
+            block = prev
+        elif nxt is not None and nxt.free:
+            old = nxt.size
+            nxt.offset = block.offset
+            nxt.size = old + block.size
+            nxt.prev = prev
+            if prev is None:
+                seg.head = nxt
+            else:
+                prev.next = nxt
+            if block.pending is not None:
+                nxt.pending = _merge_pending(nxt.pending, block.pending)
+            index.resized(nxt, old)
+            block = nxt
+        else:
+            index.insert(block)
+        if block.prev is None and block.next is None:
+            seg.freed_at = self.num_frees
+
+    # ------------------------------------------------------------------ slow path
+    def _capacity(self) -> int:
+        return self.limit if self.limit is not None else int(self.device.info.memory_bytes)
+
+    def _miss(self, n: int, size: int, stream: Stream, index: FreeIndex, exclude: Allocation | None) -> Block:
+        """Find room for ``size`` bytes when no cached block fits: new segment, free the cache and
+        retry, spill least-recently-used allocations, or raise OutOfMemoryError. Locked."""
+        self.cache_misses += 1
+        large = index is self._large
+        capacity = self._capacity()
+        tried: list[str] = []
+        if size > capacity:
+            tried.append(f"nothing: {format_bytes(size)} exceeds the capacity")
+            raise self._oom(n, capacity, tried)
+        if large:
+            seg_size = size
+        else:  # small segments grow with the pool: 1/16 of what is reserved, 256 KiB .. 2 MiB
+            seg_size = min(max(self.reserved >> 4, SMALL_SEGMENT_MIN), SMALL_SEGMENT) & _LARGE_MASK
+            seg_size = max(seg_size, size)
+        budget = int((self.allocated + size) * (1.0 + self.cache_slack))
+        if self.reserved + seg_size > budget:
+            self._trim_to(max(budget - seg_size, 0), wait=False, large=large)
+        block = self._new_segment(seg_size, large, capacity)
+        if block is None and seg_size > size:
+            seg_size = size
+            block = self._new_segment(seg_size, large, capacity)
+        if block is not None:
+            return block
+        tried.append(f"a new {format_bytes(seg_size)} segment")
+        self.retries += 1
+        released = self._trim_to(0, wait=True)
+        tried.append(f"freeing {format_bytes(released)} of cached segments and retrying")
+        block = self._new_segment(seg_size, large, capacity)
+        if block is not None:
+            return block
+        spilled = 0
+        for victim in self._spill_candidates(exclude):
+            spilled += self._spill(victim)
+            block = index.find(size, stream)
+            if block is None:
+                self._trim_to(max(capacity - seg_size, 0), wait=True)
+                block = self._new_segment(seg_size, large, capacity)
+            if block is not None:
+                return block
+        tried.append(f"spilling {format_bytes(spilled)} of least-recently-used allocations to host")
+        raise self._oom(n, capacity, tried)
+
+    def _new_segment(self, seg_size: int, large: bool, capacity: int) -> Block | None:
+        """A fresh segment's only block (not in the index), or None if it does not fit. Locked."""
+        if self.reserved + seg_size > capacity:
+            return None
+        try:
+            handle = self.device._allocate(seg_size)
+        except (MemoryError, OutOfMemoryError):
+            return None
+        except DsrtError:
+            raise
+        except Exception as exc:
+            raise self.device._translate_error(exc, f"allocation of {format_bytes(seg_size)}") from exc
+        self._serial += 1
+        seg = Segment(handle, seg_size, large, self._serial)
+        self._segments[self._serial] = seg
+        self.segment_allocs += 1
+        r = self.reserved = self.reserved + seg_size
+        if r > self.peak_reserved:
+            self.peak_reserved = r
+        return seg.head
+
+    def _trim_to(self, target: int, *, wait: bool, large: bool | None = None) -> int:
+        """Return idle segments, oldest first, until reserved <= ``target`` bytes. With ``wait``,
+        segments whose blocks still wait on stream events are synchronised and returned too.
+        ``large`` (True/False) prefers segments of that pool. Returns bytes released. Locked."""
+        released = 0
+        if self.reserved <= target:
+            return 0
+        idle = sorted((s for s in self._segments.values() if s.is_idle()),
+                      key=lambda s: (s.large is not large, s.freed_at))
+        for seg in idle:
+            if self.reserved <= target:
+                break
+            head = seg.head
+            if head.pending is not None:
+                if not wait and not all(ev.query() for ev in head.pending):
+                    continue
+                for ev in head.pending:
+                    ev.synchronize()
+                head.pending = None
+            (self._large if seg.large else self._small).remove(head)
+            del self._segments[seg.serial]
+            self.device._free(seg.handle)
+            seg.handle = None
+            self.reserved -= seg.size
+            self.segment_frees += 1
+            released += seg.size
+        return released
+
+    def _oom(self, n: int, capacity: int, tried: list[str]) -> OutOfMemoryError:
+        self.ooms += 1
+        largest = max(self._small.largest(), self._large.largest())
+        return OutOfMemoryError(
+            device=self.device.id, requested=n, capacity=capacity, largest_free=largest,
+            stats=self._stats_locked(), tried=tried,
+            detail=f"{format_bytes(max(capacity - self.reserved, 0))} never reserved",
+        )
+
+    # ------------------------------------------------------------------ spilling
+    def _spill_candidates(self, exclude: Allocation | None) -> Iterator[Allocation]:
+        """Live, device-resident, unpinned allocations, least recently used first. Locked."""
+        found: list[tuple[int, Allocation]] = []
+        for seg in self._segments.values():
+            blk: Block | None = seg.head
+            while blk is not None:
+                if not blk.free and blk.alloc_ref is not None:
+                    a = blk.alloc_ref()
+                    if a is not None and a is not exclude and id(a) not in self._pins and a.pool_data is blk:
+                        found.append((a.last_use, a))
+                blk = blk.next
+        found.sort(key=lambda t: t[0])
+        for _use, a in found:
+            if type(a.pool_data) is Block:  # still resident (a finaliser may have run meanwhile)
+                yield a
+
+    def _spill(self, alloc: Allocation) -> int:
+        """Copy ``alloc`` to the nearest host tier and free its device block. Returns bytes. Locked."""
+        block: Block = alloc.pool_data
+        stream = alloc.stream or self._default_stream
+        rec = self._tiers.take(block.size)
+        if alloc.nbytes:
+            self.device._copy_out(alloc.handle, alloc.offset, rec.buffer[: alloc.nbytes], stream)
+            self.device._synchronize(stream)
+        alloc.handle = None
+        alloc.pool_data = rec
+        alloc.generation += 1
+        self.allocated -= block.size
+        self.requested -= block.requested
+        block.alloc_ref = None
+        self._release_block(block)
+        self.spills += 1
+        self.spilled_bytes_total += block.size
+        self.spilled_live += block.size
+        return block.size
+
+    def fetch(self, alloc: Allocation) -> None:
+        """Bring a spilled allocation back onto the device (may spill others; never ``alloc``)."""
+        with self._lock:
+            if self._deferred:
+                self._drain()
+            rec = alloc.pool_data
+            if alloc.handle is not None or type(rec) is not SpillRecord:
+                return
+            n = alloc.nbytes
+            stream = alloc.stream or self._default_stream
+            index = self._large if n > SMALL_MAX else self._small
+            block = index.find(rec.size, stream)
+            if block is None:
+                block = self._miss(n, rec.size, stream, index, alloc)
+            self._take(block, rec.size, index, n)
+            handle = block.segment.handle
+            if n:
+                self.device._copy_in(handle, block.offset, rec.buffer[:n], stream)
+                self.device._synchronize(stream)
+            self.spilled_live -= rec.size
+            self._tiers.give_back(rec)
+            alloc.handle, alloc.offset, alloc.pool_data = handle, block.offset, block
+            alloc.generation += 1
+            block.alloc_ref = weakref.ref(alloc)
+            self.fetches += 1
+
+    def spill(self, alloc: Allocation) -> int:
+        """Move ``alloc`` off the device now (it comes back on ``touch``). Returns bytes freed."""
+        with self._lock:
+            if type(alloc.pool_data) is not Block or alloc.pool is not self:
+                return 0
+            return self._spill(alloc)
+
+    @contextmanager
+    def pinned(self, allocs: Iterable[Allocation]) -> Iterator[None]:
+        """Within the block, never spill ``allocs`` (the launch in progress needs them)."""
+        keys = [id(a) for a in allocs]
+        with self._lock:
+            for k in keys:
+                self._pins[k] = self._pins.get(k, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for k in keys:
+                    c = self._pins[k] - 1
+                    if c:
+                        self._pins[k] = c
+                    else:
+                        del self._pins[k]
+
+    # ------------------------------------------------------------------ policy
+    def set_limit(self, limit: int | float | None) -> None:
+        """Cap reserved bytes: an int is bytes, a float in (0, 1] a fraction of device memory.
+        Idle segments above the new cap are returned at once."""
+        super().set_limit(limit)
+        if self.limit is not None:
+            with self._lock:
+                self._trim_to(self.limit, wait=True)
+
+    def trim(self, keep_bytes: int = 0) -> int:
+        """Return idle segments (oldest first) until at most ``keep_bytes`` of cached, unused memory
+        remain reserved. Returns bytes released."""
+        with self._lock:
+            if self._deferred:
+                self._drain()
+            return self._trim_to(self.allocated + keep_bytes, wait=True)
+
+    def empty_cache(self) -> int:
+        """Return every idle segment to the device. Returns bytes released."""
+        return self.trim(0)
+
+    def shrink_if_idle(self, now: float | None = None) -> int:
+        """Trim if nothing was allocated or freed since ``idle_shrink_s`` seconds ago (the reaper
+        thread calls this; ``now`` is a ``time.monotonic`` reading). Returns bytes released."""
+        if self.idle_shrink_s is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        ops = self.num_allocs + self.num_frees
+        seen_ops, seen_at = self._idle_mark
+        if ops != seen_ops:
+            self._idle_mark = (ops, now)
+            return 0
+        if now - seen_at < self.idle_shrink_s or self.reserved <= self.allocated:
+            return 0
+        released = self.trim(0)
+        if released:
+            self.idle_trims += 1
+        return released
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``*_bytes`` in bytes, the rest counts or ratios.
+
+        ``allocated``: bytes in live blocks (after rounding); ``requested``: bytes asked for;
+        ``active``: allocated plus free bytes still waiting on stream events; ``reserved``: bytes
+        held from the device. ``fragmentation``: 1 - largest free block / free cached bytes (0 =
+        all free memory in one block). ``spilled_bytes``: live data now in host tiers.
+        """
+        with self._lock:
+            if self._deferred:
+                self._drain()
+            return self._stats_locked()
+
+    def _stats_locked(self) -> dict[str, Any]:
+        free_small, free_large = self._small.free_bytes, self._large.free_bytes
+        cached = free_small + free_large
+        largest = max(self._small.largest(), self._large.largest())
+        pending = 0
+        if not self._sync:
+            pending = sum(b.size for ix in (self._small, self._large) for b in ix.blocks()
+                          if b.pending is not None and not b.usable_on(None))
+        return {
+            "allocated_bytes": self.allocated,
+            "peak_allocated_bytes": self.peak_allocated,
+            "requested_bytes": self.requested,
+            "peak_requested_bytes": self.peak_requested,
+            "active_bytes": self.allocated + pending,
+            "reserved_bytes": self.reserved,
+            "peak_reserved_bytes": self.peak_reserved,
+            "cached_free_bytes": cached,
+            "cached_free_small_bytes": free_small,
+            "cached_free_large_bytes": free_large,
+            "largest_free_block_bytes": largest,
+            "fragmentation": 0.0 if cached == 0 else 1.0 - largest / cached,
+            "internal_waste_bytes": self.allocated - self.requested,
+            "limit_bytes": self._capacity(),
+            "num_segments": len(self._segments),
+            "num_free_blocks": self._small.count + self._large.count,
+            "num_allocs": self.num_allocs,
+            "num_frees": self.num_frees,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "segment_allocs": self.segment_allocs,
+            "segment_frees": self.segment_frees,
+            "retries": self.retries,
+            "ooms": self.ooms,
+            "spills": self.spills,
+            "spilled_bytes_total": self.spilled_bytes_total,
+            "spilled_bytes": self.spilled_live,
+            "fetches": self.fetches,
+            "pinned_host_bytes": self._tiers.bytes["pinned_host"],
+            "host_tier_bytes": self._tiers.bytes["host"],
+            "idle_trims": self.idle_trims,
+        }
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every segment with its blocks in address order: offset, size, state
+        (``active``/``free``/``pending``) and, for active blocks, requested bytes and last use."""
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for seg in sorted(self._segments.values(), key=lambda s: s.serial):
+                blocks = []
+                blk: Block | None = seg.head
+                while blk is not None:
+                    entry: dict[str, Any] = {"offset": blk.offset, "size": blk.size}
+                    if blk.free:
+                        entry["state"] = "pending" if blk.pending else "free"
+                    else:
+                        entry["state"] = "active"
+                        entry["requested"] = blk.requested
+                        a = blk.alloc_ref() if blk.alloc_ref is not None else None
+                        entry["last_use"] = a.last_use if a is not None else None
+                    blocks.append(entry)
+                    blk = blk.next
+                out.append({"segment": seg.serial, "pool": "large" if seg.large else "small",
+                            "size": seg.size, "blocks": blocks})
+        return out
+
+
+def _merge_pending(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
