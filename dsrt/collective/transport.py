@@ -1,0 +1,103 @@
+"""Transports are plugins: the registration record, the built-in transports, and selection.
+
+A transport moves and combines collective data. ``kind`` says where: ``"intra"`` transports work
+among devices of one process (the built-in :class:`~.local.InProcessTransport`; a vendor library
+such as NCCL for CUDA devices), ``"inter"`` transports between processes (the built-in MPI one).
+Plugins add transports through the ``dsrt_register_transports`` hook::
+
+    @dsrt.hookimpl
+    def dsrt_register_transports():
+        return [TransportSpec(name="nccl", kind="intra", applies=all_cuda, factory=NcclTransport, priority=10)]
+
+An ``intra`` factory is called with the list of participating devices and must return an object with
+the methods of :class:`~.local.InProcessTransport` (``all_reduce``, ``reduce_scatter``,
+``all_gather``, ``reduce``, ``broadcast``, ``copy``). An ``inter`` factory is called with an mpi4py
+communicator (or ``None`` for the world) and must return an object with the methods of
+:class:`~.mpi.MpiTransport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError
+from .local import InProcessTransport
+from .mpi import MpiTransport, mpi_available
+
+if TYPE_CHECKING:
+    from ..device import Device
+    from ..runtime import Runtime
+
+__all__ = ["TransportSpec", "BUILTIN_TRANSPORTS", "transports", "select_transport"]
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """A transport's registration record.
+
+    - ``name``: unique name (``"inprocess"``, ``"mpi"``, ``"nccl"``).
+    - ``kind``: ``"intra"`` (devices of one process) or ``"inter"`` (between processes).
+    - ``applies(devices)``: True if it can serve this group of devices (cheap; no hardware probing).
+    - ``factory(arg)``: builds the transport; ``arg`` is the device list (intra) or the mpi4py
+      communicator or ``None`` (inter).
+    - ``priority``: the highest-priority applicable transport wins.
+    """
+
+    name: str
+    kind: str
+    applies: Callable[[Sequence[Device]], bool]
+    factory: Callable[[Any], Any]
+    priority: int = 0
+    description: str = ""
+
+
+BUILTIN_TRANSPORTS: tuple[TransportSpec, ...] = (
+    TransportSpec(
+        name="inprocess", kind="intra", applies=lambda devices: True,
+        factory=lambda devices: InProcessTransport(), priority=0,
+        description="device-to-device copies and the devices' own reduction kernels",
+    ),
+    TransportSpec(
+        name="mpi", kind="inter", applies=lambda devices: mpi_available(),
+        factory=lambda comm: MpiTransport(comm), priority=0,
+        description="mpi4py nonblocking buffer collectives on host memory, polled against a deadline",
+    ),
+)
+
+
+def transports(runtime: Runtime | None = None) -> list[TransportSpec]:
+    """Built-in transports followed by those plugins of ``runtime`` register (invalid records skipped
+    with an error naming the plugin)."""
+    found = list(BUILTIN_TRANSPORTS)
+    if runtime is not None:
+        for plugin, item in runtime.plugins.collect("dsrt_register_transports"):
+            if not isinstance(item, TransportSpec) or item.kind not in ("intra", "inter"):
+                raise ConfigurationError(
+                    f"plugin '{plugin}' returned {item!r} from dsrt_register_transports;"
+                    " expected a dsrt.collective.TransportSpec with kind 'intra' or 'inter'"
+                )
+            found.append(item)
+    return found
+
+
+def select_transport(kind: str, devices: Sequence[Device], runtime: Runtime | None = None,
+                     name: str | None = None) -> TransportSpec:
+    """The transport of ``kind`` to use for ``devices``: ``name`` if given, else the applicable one of
+    highest priority (ties: the later registration, so a plugin can replace a built-in)."""
+    specs = [s for s in transports(runtime) if s.kind == kind]
+    if name is not None:
+        for s in specs:
+            if s.name == name:
+                return s
+        raise ConfigurationError(
+            f"no {kind} transport named '{name}'; available: {', '.join(s.name for s in specs) or 'none'}"
+        )
+    best: TransportSpec | None = None
+    for s in specs:
+        if s.applies(devices) and (best is None or s.priority >= best.priority):
+            best = s
+    if best is None:
+        raise ConfigurationError(f"no {kind} transport applies to devices {[d.id for d in devices]}")
+    return best

@@ -1,0 +1,168 @@
+"""Run under mpiexec by test_mpi.py: check every collective, op and dtype against numpy.
+
+Rank r contributes ``r % 2 + 1`` CPU devices (unequal devices per node). Prints one line
+``RESULT <json>`` per rank. ``missing`` mode: the last rank never joins; the others report the
+CollectiveError they get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import dsrt
+from dsrt import dtypes as dt
+from dsrt.collective import Communicator
+from dsrt.collective.ops import reference
+from dsrt_cpu.device import CpuDevice
+
+TOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float8_e4m3fn": 0.13, "float8_e5m2": 0.26, "float32": 1e-5,
+       "float64": 1e-12, "complex64": 1e-5, "complex128": 1e-12}
+OPS = ("sum", "prod", "min", "max", "avg")
+
+
+def data(g: int, dtype: np.dtype, n: int, op: str) -> np.ndarray:
+    rng = np.random.default_rng(1000 + g)
+    if dtype == dt.bool_:
+        return rng.random(n) < 0.5
+    if dtype.kind in "iu":
+        lo, hi = (1, 3) if op == "prod" else (0, 20)
+        return rng.integers(lo, hi, n).astype(dtype)
+    x = rng.uniform(0.5, 1.5, n) if op == "prod" else rng.uniform(-4, 4, n)
+    if dtype.kind == "c":
+        x = x + 1j * rng.uniform(-1, 1, n)
+    return x.astype(dtype)
+
+
+def close(got: np.ndarray, ref: np.ndarray, name: str) -> bool:
+    if name not in TOL:
+        return bool(np.array_equal(got, ref))
+    g, r = got.astype(np.complex128), ref.astype(np.complex128)
+    return bool(np.all(np.abs(g - r) <= TOL[name] * (np.abs(r) + 1)))
+
+
+def main() -> int:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "checks"
+    rt = dsrt.Runtime()
+    from mpi4py import MPI
+
+    rank, size = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+    if mode == "missing":
+        start = time.perf_counter()
+        comm = Communicator([rt.device("cpu:0")], runtime=rt, mpi=True, timeout=1.0)
+        if rank == size - 1:
+            time.sleep(7.0)  # never joins the all_reduce; outlives the others' timeout and diagnosis
+            os._exit(0)
+        x = rt.device("cpu:0").asarray(np.ones(4, np.float32))
+        try:
+            comm.all_reduce(x)
+            out = {"rank": rank, "error": None}
+        except dsrt.CollectiveError as exc:
+            out = {"rank": rank, "error": str(exc), "missing": exc.missing}
+        try:
+            comm.barrier()
+            out["second"] = None
+        except dsrt.CollectiveError as exc:
+            out["second"] = str(exc)
+        print("RESULT " + json.dumps(out), flush=True)
+        time.sleep(max(0.0, start + 5.0 - time.perf_counter()))  # the first exit makes mpiexec kill the rest
+        os._exit(0)
+
+    devs = [rt.device("cpu:0")] + [rt.add_device(CpuDevice(i)) for i in range(1, rank % 2 + 1)]
+    comm = Communicator(devs, runtime=rt, mpi=True, timeout=30.0)
+    P, base, L = comm.world_size, comm.participant(0), len(devs)
+    failures: list[str] = []
+    checks = 0
+
+    def check(ok: bool, what: str) -> None:
+        nonlocal checks
+        checks += 1
+        if not ok:
+            failures.append(what)
+
+    n = 37
+    for name, dtype in dt.STANDARD_DTYPES.items():
+        for op in OPS:
+            try:
+                ref = reference(op, [data(g, dtype, n, op) for g in range(P)])
+            except dsrt.ConfigurationError:
+                continue  # undefined (max of complex, avg of ints)
+            xs = [d.asarray(data(base + j, dtype, n, op)) for j, d in enumerate(devs)]
+            if (name, op) in (("float32", "sum"), ("bfloat16", "avg")):
+                outs = [d.empty((n,), dtype) for d in devs]
+                comm.all_reduce(xs, op, out=outs)
+                check(all(np.array_equal(x.numpy(), data(base + j, dtype, n, op)) for j, x in enumerate(xs)),
+                      f"all_reduce out-of-place modified input {name}")
+                xs = outs
+            else:
+                comm.all_reduce(xs, op)
+            check(all(close(x.numpy(), ref, name) for x in xs), f"all_reduce {op} {name}")
+    for name in ("float32", "int32", "bfloat16", "bool", "float8_e4m3fn"):
+        dtype = dt.STANDARD_DTYPES[name]
+        inputs = [data(g, dtype, n, "sum") for g in range(P)]
+        mine = [inputs[base + j] for j in range(L)]
+        root = P - 1
+        xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
+        comm.reduce(xs, root, "max" if name != "bool" else "min")
+        if comm.locate(root)[0] == rank:
+            ref = reference("max" if name != "bool" else "min", inputs)
+            check(close(xs[comm.locate(root)[1]].numpy(), ref, name), f"reduce {name}")
+        xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
+        comm.broadcast(xs, 1)
+        check(all(np.array_equal(x.numpy(), inputs[1]) for x in xs), f"broadcast {name}")
+        xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
+        got = comm.all_gather(xs)
+        check(all(np.array_equal(g.numpy(), np.stack(inputs)) for g in got), f"all_gather {name}")
+        big = [data(g, dtype, 3 * P, "sum") for g in range(P)]
+        ref = reference("sum", big)
+        got = comm.reduce_scatter([d.asarray(big[base + j]) for j, d in enumerate(devs)], "sum")
+        check(all(close(g.numpy(), ref[(base + j) * 3:(base + j + 1) * 3], name) for j, g in enumerate(got)),
+              f"reduce_scatter {name}")
+        blocks = [data(g, dtype, 2 * P, "sum").reshape(P, 2) for g in range(P)]
+        got = comm.all_to_all([d.asarray(blocks[base + j]) for j, d in enumerate(devs)])
+        check(all(np.array_equal(g.numpy(), np.stack([blocks[p][base + j] for p in range(P)]))
+                  for j, g in enumerate(got)), f"all_to_all {name}")
+    # deterministic mode: bit-identical across runs and algorithms
+    results = []
+    for algo in ("ring", "tree", "recursive_doubling", "ring"):
+        dcomm = Communicator(devs, runtime=rt, mpi=True, timeout=30.0, deterministic=True, algorithm=algo)
+        xs = [d.asarray(data(base + j, dt.float32, 100003, "sum")) for j, d in enumerate(devs)]
+        dcomm.all_reduce(xs)
+        results.append(xs[0].numpy())
+        dcomm.close()
+    check(all(np.array_equal(results[0], r) for r in results), "deterministic bit-identical")
+    # point to point: participant g sends to g+1 (ring)
+    nxt, prv = (base + L) % P, (base - 1) % P
+    x = devs[-1].asarray(np.full(5, base + L - 1, np.int64))
+    y = devs[0].empty((5,), "int64")
+    if rank % 2 == 0:
+        comm.send(x, nxt, tag=3)
+        comm.recv(y, prv, tag=3)
+    else:
+        comm.recv(y, prv, tag=3)
+        comm.send(x, nxt, tag=3)
+    check(bool(np.all(y.numpy() == prv)), "send/recv")
+    # asynchronous
+    xs = [d.asarray(np.full(8, 1.0, np.float32)) for d in devs]
+    h = comm.all_reduce(xs, async_op=True)
+    got = h.wait()
+    check(all(np.all(g.numpy() == P) for g in got), "async all_reduce")
+    comm.barrier()
+    print("RESULT " + json.dumps({"rank": rank, "participants": P, "checks": checks, "failures": failures}),
+          flush=True)
+    comm.close()
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # noqa: BLE001 - report, then leave without MPI_Finalize hanging
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(3)
