@@ -70,3 +70,25 @@ def test_nvrtc_kernel_is_cached_for_a_second_process(gpu, tmp_path):
                                       check=True, timeout=300).stdout) for _ in range(2)]
     assert [r["hit"] for r in runs] == [False, True]
     assert runs[1]["x"] == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_nccl_transport_is_registered_and_only_claims_cuda_groups(rt, cpu):
+    from dsrt.collective.transport import select_transport, transports
+
+    nccl = [t for t in transports(rt) if t.name == "nccl"]
+    assert len(nccl) == 1 and nccl[0].kind == "intra" and nccl[0].priority > 0
+    assert not nccl[0].applies([cpu, cpu])
+    assert select_transport("intra", [cpu], rt).name == "inprocess"
+
+
+def test_nccl_all_reduce_across_gpus(rt):
+    gpus = [d for d in rt.devices if d.info.backend == "cuda"]
+    if len(gpus) < 2:
+        pytest.skip(f"NCCL needs two GPUs; this machine has {len(gpus)}")
+    from dsrt_cuda.nccl import NcclTransport
+
+    bufs = [g.asarray(np.full(1000, i + 1, np.float32)) for i, g in enumerate(gpus)]
+    NcclTransport(gpus).all_reduce(bufs, "add")
+    total = sum(range(1, len(gpus) + 1))
+    for b in bufs:
+        np.testing.assert_array_equal(b.numpy(), np.full(1000, total, np.float32))

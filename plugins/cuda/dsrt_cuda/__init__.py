@@ -12,7 +12,7 @@ import dsrt
 from dsrt.errors import DeviceUnavailableError
 from dsrt.hookspecs import BackendSpec
 
-__all__ = ["dsrt_register_backends", "probe"]
+__all__ = ["dsrt_register_backends", "dsrt_register_transports", "probe"]
 
 INSTALL_HINT = "pip install dsrt[cuda12] (CUDA 12) or dsrt[cuda13] (CUDA 13)"
 
@@ -32,6 +32,16 @@ def probe(runtime: Any) -> list[Any]:
     from .device import CudaDevice
 
     return [CudaDevice(i) for i in range(count)]
+
+
+@dsrt.hookimpl
+def dsrt_register_transports() -> list[Any]:
+    from dsrt.collective import TransportSpec
+
+    from .nccl import NcclTransport, nccl_applies
+
+    return [TransportSpec(name="nccl", kind="intra", applies=nccl_applies, factory=NcclTransport, priority=10,
+                          description="NCCL among the CUDA GPUs of one process (cupy.cuda.nccl)")]
 
 
 @dsrt.hookimpl
