@@ -1,0 +1,163 @@
+"""``dsrt simulate TOPOLOGY --workload ...``: plan a run on a topology's cost models (virtual clock).
+
+Each ``--workload KERNEL:COUNT:BYTES[:uniform|lognormal]`` adds COUNT chunks of about BYTES input
+bytes each (``1MiB``, ``64KB``...). Devices come from the topology; a device's speed is its
+``params.peak_flops`` (or ``params.speeds``) when declared, else the nominal peak of its backend kind
+given with ``--peak KIND=OPS`` (defaults: :data:`NOMINAL_PEAK`). Chunk data starts in the host memory
+of the first node (``--data first``) or spread over the nodes (``--data spread``).
+
+With ``--collective NAME --size BYTES`` the command instead predicts one collective with
+``dsrt.collective.simulate.simulate_collective`` and prints its result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from .perfmodel import PerfModel
+from .policies import BUILTIN_POLICIES
+from .virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
+
+__all__ = ["configure", "run", "NOMINAL_PEAK", "parse_workload", "parse_bytes"]
+
+#: Nominal fp32 peak operations/s per backend kind, used only when a topology declares none:
+#: H100 SXM (67 TFLOP/s), a 2-socket server CPU, a mid-range OpenCL GPU, an inference NPU.
+NOMINAL_PEAK = {"cuda": 67e12, "cpu": 3e12, "opencl": 10e12, "npu": 100e12}
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_bytes(text: str) -> int:
+    """``'1MiB'`` -> 1048576; ``'64KB'`` -> 64000; plain integers are bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in _UNITS:
+        raise ConfigurationError(f"not a size in bytes: '{text}' (use e.g. 4096, 64KB, 1MiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def parse_workload(spec: str) -> tuple[str, int, int, str]:
+    """``'gemm:256:1MiB:lognormal'`` -> ``('gemm', 256, 1048576, 'lognormal')``."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4):
+        raise ConfigurationError(f"--workload '{spec}': expected KERNEL:COUNT:BYTES[:uniform|lognormal]")
+    dist = parts[3] if len(parts) == 4 else "uniform"
+    if dist not in ("uniform", "lognormal", "fixed"):
+        raise ConfigurationError(f"--workload '{spec}': distribution must be uniform, lognormal or fixed")
+    try:
+        count = int(parts[1])
+    except ValueError:
+        raise ConfigurationError(f"--workload '{spec}': COUNT '{parts[1]}' is not an integer") from None
+    return parts[0], count, parse_bytes(parts[2]), dist
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topology", help="topology YAML file (see specs/)")
+    parser.add_argument("--workload", action="append", default=[], metavar="KERNEL:COUNT:BYTES[:DIST]",
+                        help="chunks to plan (repeatable), e.g. gemm:2048:4MiB:lognormal")
+    parser.add_argument("--policy", default="dmda", help="policy name, or 'all' to compare every policy")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the chunk sizes")
+    parser.add_argument("--peak", action="append", default=[], metavar="KIND=OPS",
+                        help="peak operations/s for a backend kind without declared params (repeatable)")
+    parser.add_argument("--data", choices=("first", "spread"), default="first",
+                        help="where chunk data starts: first node's host memory, or spread over nodes")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--trace", metavar="FILE", help="write a Perfetto trace of the simulated run")
+    parser.add_argument("--collective", metavar="NAME", help="predict a collective instead (e.g. allreduce)")
+    parser.add_argument("--size", metavar="BYTES", help="message size for --collective")
+
+
+def _with_peaks(topology: Any, peaks: dict[str, float]) -> Any:
+    """A topology-like view whose devices carry a peak_flops param when they declared none."""
+    from types import SimpleNamespace
+
+    devices = []
+    for d in topology.devices:
+        params = dict(d.params)
+        if not params.get("peak_flops") and not params.get("speeds") and d.backend in peaks:
+            params["peak_flops"] = peaks[d.backend]
+        devices.append(SimpleNamespace(qualified_id=d.qualified_id, backend=d.backend, params=params, node=d.node))
+    view = SimpleNamespace(devices=devices, nodes=topology.nodes, latency=topology.latency,
+                           bandwidth=topology.bandwidth)
+    return view
+
+
+def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
+    from ..topology import load_topology
+
+    topology = load_topology(args.topology)
+    if args.collective:
+        if not args.size:
+            raise ConfigurationError("--collective needs --size BYTES")
+        from ..collective.simulate import simulate_collective
+
+        print(json.dumps(simulate_collective(topology, args.collective, parse_bytes(args.size)), indent=1,
+                         default=str))
+        return 0
+    if not args.workload:
+        raise ConfigurationError("dsrt simulate: give at least one --workload KERNEL:COUNT:BYTES (or --collective)")
+    peaks = dict(NOMINAL_PEAK)
+    for item in args.peak:
+        kind, _, value = item.partition("=")
+        try:
+            peaks[kind] = float(value)
+        except ValueError:
+            raise ConfigurationError(f"--peak '{item}': expected KIND=OPS, e.g. cuda=6.7e13") from None
+    specs = [parse_workload(w) for w in args.workload]
+    kernels = sorted({k for k, *_ in specs})
+    devices, links = devices_from_topology(_with_peaks(topology, peaks), kernels=kernels)
+    rng = np.random.default_rng(args.seed)
+    items: list[tuple[str, int]] = []
+    for kernel, count, nbytes, dist in specs:
+        if dist == "lognormal":
+            sizes = lognormal_sizes(rng, count, nbytes)
+        elif dist == "uniform":
+            sizes = rng.uniform(0.25 * nbytes, 1.75 * nbytes, count)
+        else:
+            sizes = np.full(count, nbytes)
+        items += [(kernel, max(int(s), 64)) for s in sizes]
+    policies = sorted(BUILTIN_POLICIES) if args.policy == "all" else [args.policy]
+    for p in policies:
+        if p not in BUILTIN_POLICIES:
+            raise ConfigurationError(f"unknown policy '{p}'; known: {', '.join(sorted(BUILTIN_POLICIES))}, all")
+    nodes = [n.name for n in topology.nodes]
+    report: dict[str, Any] = {"topology": topology.name if hasattr(topology, "name") else args.topology,
+                              "devices": len(devices), "chunks": len(items), "clock": "virtual", "policies": {}}
+    # Calibrate the model on the truth once (a warm start), as a second run on real hardware would be.
+    warm = PerfModel()
+    tracer = None
+    for p in policies:
+        tasks = make_tasks(items)
+        if args.data == "spread":
+            for t in tasks:
+                t.source = nodes[t.index % len(nodes)]
+        model = warm.copy()
+        simulate(devices, links, make_tasks(items[: min(len(items), 4 * len(devices))]), BUILTIN_POLICIES["dmda"],
+                 model=model)
+        if args.trace and p == policies[-1]:
+            from ..tracing import Tracer
+
+            tracer = Tracer()
+        stats = simulate(devices, links, tasks, BUILTIN_POLICIES[p], model=model, tracer=tracer)
+        area = sum(min(links.time(t.source, d.id, t.nbytes) + d.run_time(t.kernel, t.work)
+                       for d in devices if d.supports(t.kernel)) for t in tasks) / max(len(devices), 1)
+        busiest = sorted(stats.busy.items(), key=lambda kv: -kv[1])[:3]
+        report["policies"][p] = {"makespan_s": stats.makespan, "area_bound_s": area,
+                                 "ratio_to_area_bound": stats.makespan / area if area else None,
+                                 "devices_used": len(stats.chunks), "busiest": dict(busiest)}
+    if tracer is not None:
+        tracer.write(args.trace)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{report['topology']}: {len(devices)} devices, {len(items)} chunks (virtual clock)")
+        for p, r in report["policies"].items():
+            print(f"  {p:>14}: predicted makespan {r['makespan_s']:.6g} s  (area bound {r['area_bound_s']:.6g} s,"
+                  f" x{r['ratio_to_area_bound']:.3f}; {r['devices_used']} devices used)")
+    return 0

@@ -1,0 +1,229 @@
+"""Tasks, futures and per-run statistics: the records the scheduler passes around.
+
+A :class:`Task` is one kernel launch over one chunk. It owns nothing on a device: its inputs belong to
+the caller, and copies the scheduler makes for a launch are released by the worker that made them.
+Sizes are bytes, work is operations (``KernelSpec.flops``), times are seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..errors import SchedulingError
+from ..kernels import get_kernel
+
+__all__ = ["Task", "Future", "ShapeStub", "RunStats", "Placement", "Candidate", "describe_inputs"]
+
+
+@dataclass(frozen=True)
+class ShapeStub:
+    """Shape and dtype of an array that does not exist (virtual clock workloads)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class Candidate:
+    """One device considered for a task: predicted seconds, or why it was excluded."""
+
+    device: str
+    capable: bool
+    reason: str = ""
+    queue_wait: float = 0.0
+    transfer: float = 0.0
+    run: float = 0.0
+    finish: float = float("inf")
+    model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Placement:
+    """A placement decision: the chosen device, when (scheduler clock, seconds), and the candidates."""
+
+    device: str
+    policy: str
+    at: float
+    why: str
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "policy": self.policy, "at": self.at, "why": self.why,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    def __str__(self) -> str:
+        lines = [f"placed on {self.device} by {self.policy}: {self.why}"]
+        for c in sorted(self.candidates, key=lambda c: (not c.capable, c.finish)):
+            if c.capable:
+                lines.append(f"  {c.device:>16}  finish {c.finish:.6g}s = wait {c.queue_wait:.3g}"
+                             f" + transfer {c.transfer:.3g} + run {c.run:.3g} ({c.model})")
+            else:
+                lines.append(f"  {c.device:>16}  excluded: {c.reason}")
+        return "\n".join(lines)
+
+
+def describe_inputs(inputs: Sequence[Any]) -> str:
+    return ", ".join(f"{dt.dtype_name(a.dtype)}{tuple(a.shape)}" for a in inputs if hasattr(a, "shape"))
+
+
+@dataclass(eq=False)
+class Task:
+    """One launch of ``kernel`` over ``inputs`` with ``params``; ``index`` is its position in the run.
+
+    ``work``: operations; ``nbytes``: input bytes to move; ``out_nbytes``: result bytes; ``dtype``: the
+    dtype name that selects an implementation (``None`` for task kernels); ``source``: the device id
+    holding the inputs (``None`` = host memory); ``tolerance``: largest acceptable relative error
+    (devices with too few ``precision_bits`` are excluded). ``deps``: tasks that must finish first.
+    """
+
+    index: int
+    kernel: str
+    inputs: tuple[Any, ...]
+    params: dict[str, Any]
+    work: float
+    nbytes: int
+    out_nbytes: int
+    dtype: str | None
+    source: str | None = None
+    tolerance: float | None = None
+    inplace: bool = False
+    deps: list[Task] = field(default_factory=list)
+    children: list[Task] = field(default_factory=list)
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    placement: Placement | None = None
+    priority: float = 0.0
+    committed: bool = False
+    result: Any = None
+    device: str | None = None  # where the committed result lives
+    future: Future | None = None
+
+    @classmethod
+    def build(cls, index: int, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], *,
+              tolerance: float | None = None, inplace: bool | None = None,
+              source: str | None = None) -> Task:
+        """Validate ``inputs``/``params`` against the kernel spec and measure work and bytes."""
+        spec = get_kernel(kernel)
+        shaped = [a for a in inputs if hasattr(a, "shape")]
+        bound = spec.bind(shaped, params) if len(shaped) == len(inputs) else dict(params)
+        infer_inputs = shaped if len(shaped) == len(inputs) else None
+        out_nbytes, dtype = 0, None
+        if infer_inputs is not None:
+            inferred = spec.infer(infer_inputs, bound)
+            if inferred is not None:
+                shape, out_dtype = inferred
+                out_nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(out_dtype).itemsize
+                dtype = dt.dtype_name(spec.key_dtype(infer_inputs, out_dtype))
+            try:
+                work = float(spec.flops(infer_inputs, bound))
+            except Exception:  # noqa: BLE001 - a user kernel without a usable flops estimate
+                work = 0.0
+        else:
+            work = 0.0
+        nbytes = sum(int(getattr(a, "nbytes", 0)) for a in shaped)
+        if source is None:
+            from ..array import Array
+
+            devs = {a.device.id for a in shaped if isinstance(a, Array)}
+            source = devs.pop() if len(devs) == 1 else None
+        return cls(index=index, kernel=kernel, inputs=tuple(inputs), params=dict(params), work=max(work, 1.0),
+                   nbytes=nbytes, out_nbytes=out_nbytes, dtype=dtype, source=source, tolerance=tolerance,
+                   inplace=bool(inplace if inplace is not None else getattr(spec, "inplace", False)))
+
+    @property
+    def size_hint(self) -> float:
+        """What "largest first" sorts by: operations plus bytes moved."""
+        return self.work + self.nbytes
+
+    def __repr__(self) -> str:
+        return f"<Task {self.index} {self.kernel} work={self.work:.3g} bytes={self.nbytes}>"
+
+
+class Future:
+    """The result of :meth:`Scheduler.submit`. Work runs when a result is asked for (or on ``flush``)."""
+
+    def __init__(self, task: Task, flush: Callable[[], None]) -> None:
+        self.task = task
+        self._flush = flush
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> Any:
+        """The task's result (an Array on the device it ran on); runs pending work first."""
+        if not self._done.is_set():
+            self._flush()
+        if self._error is not None:
+            raise self._error
+        if not self._done.is_set():
+            raise SchedulingError(f"task {self.task.index} ({self.task.kernel}) did not run")
+        return self.task.result
+
+    def exception(self) -> BaseException | None:
+        if not self._done.is_set():
+            self._flush()
+        return self._error
+
+    def _set(self, error: BaseException | None = None) -> None:
+        self._error = error
+        self._done.set()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<Future task={self.task.index} {self.task.kernel} {state}>"
+
+
+@dataclass
+class RunStats:
+    """Statistics of one run (``Scheduler.last_run``): per-device chunks and busy seconds, makespan.
+
+    ``clock`` is ``"wall"`` (real devices, seconds of ``perf_counter``) or ``"virtual"`` (cost model).
+    ``commits`` counts results committed per chunk index (each must be 1); ``duplicates`` counts late
+    results dropped because the chunk was already committed.
+    """
+
+    policy: str
+    clock: str
+    tasks: int = 0
+    makespan: float = 0.0
+    chunks: dict[str, int] = field(default_factory=dict)
+    busy: dict[str, float] = field(default_factory=dict)
+    work: dict[str, float] = field(default_factory=dict)
+    transfer: dict[str, float] = field(default_factory=dict)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    poisoned: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    commits: dict[int, int] = field(default_factory=dict)
+    retries: int = 0
+    duplicates: int = 0
+    placements: dict[int, Placement] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+
+    def share(self) -> dict[str, float]:
+        """Fraction of the run's operations done by each device."""
+        total = sum(self.work.values()) or 1.0
+        return {d: self.work.get(d, 0.0) / total for d in self.devices}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "clock": self.clock, "tasks": self.tasks, "makespan_s": self.makespan,
+            "devices": {d: {"chunks": self.chunks.get(d, 0), "busy_s": self.busy.get(d, 0.0),
+                            "transfer_s": self.transfer.get(d, 0.0), "share": self.share().get(d, 0.0)}
+                        for d in self.devices},
+            "quarantined": dict(self.quarantined),
+            "poisoned": {str(k): v for k, v in self.poisoned.items()},
+            "retries": self.retries, "duplicates": self.duplicates,
+        }
