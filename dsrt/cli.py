@@ -168,17 +168,19 @@ def _balanced_run(rt: Any, devices: Sequence[Any], *, quick: bool) -> dict[str, 
     real = [d for d in devices if not d.info.simulated and d.supports("gemm", "float32")]
     if len(real) < 2:
         return None
-    try:
-        from .scheduler import balance_demo
-    except ImportError:
-        return None
+    from .workload import balance_demo
+
     return balance_demo(rt, real, quick=quick)
 
 
 def _print_balance(balance: dict[str, Any]) -> None:
-    print("\nload balancing (rt.map, gemm chunks):")
-    for key, value in balance.items():
-        print(f"  {key}: {value}")
+    print(f"\nload balancing: {balance['chunks']} gemm chunks with rt.map over {', '.join(balance['devices'])}")
+    for dev in balance["devices"]:
+        print(f"  {dev:<12} share {balance['share'][dev]:>6.1%}  ({balance['chunks_per_device'][dev]} chunks);"
+              f" alone {balance['gflops_alone'][dev]:.1f} GFLOP/s")
+    print(f"  together     {balance['gflops_together']:.1f} GFLOP/s,"
+          f" {balance['speedup_vs_best_alone']:.2f}x the best device alone;"
+          f" results {'correct' if balance['ok'] else 'WRONG'}")
 
 
 # ---------------------------------------------------------------------------------------- bench

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import DsrtError
 from .hookspecs import WorkloadItem
 from .kernels import get_kernel, reference
 
-__all__ = ["Check", "CheckResult", "standard_checks", "run_check", "run_item", "tolerance", "relative_error"]
+__all__ = ["Check", "CheckResult", "standard_checks", "run_check", "run_item", "tolerance", "relative_error", "balance_demo"]
 
 
 def tolerance(dtype: Any, *, accumulate: int = 1) -> float:
@@ -182,3 +182,46 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, dict[str, Any]]:
 
 def as_mapping(results: Iterable[CheckResult]) -> list[Mapping[str, Any]]:
     return [r.to_dict() for r in results]
+
+
+def balance_demo(runtime: Any, devices: Sequence[Device], *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Spread float32 GEMM chunks over ``devices`` with ``rt.map``; compare with each device alone.
+
+    Every chunk's result is checked against numpy. Returns per-device shares of the work, seconds and
+    GFLOP/s for all devices together and for each alone, and ``ok``.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [int(s) for s in rng.choice([128, 192, 256, 384] if quick else [256, 384, 512, 640], size=24 if quick else 32)]
+    host = [(rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32))
+            for n in sizes]
+    flops = float(sum(2 * n**3 for n in sizes))
+    ids = [d.id for d in devices]
+
+    def run(on: list[str]) -> tuple[float, list[Any]]:
+        chunks = [tuple(runtime.asarray(x, device="cpu:0") for x in pair) for pair in host]
+        t0 = time.perf_counter()
+        out = runtime.map("gemm", chunks, devices=on)
+        for d in on:
+            runtime.device(d).synchronize()
+        return time.perf_counter() - t0, out
+
+    run(ids)  # calibrate the performance model (first runs of a kernel are dropped)
+    seconds, results = run(ids)
+    stats = runtime.scheduler.last_run
+    worst = max(relative_error(r.numpy(), a @ b) / tolerance("float32", accumulate=a.shape[1])
+                for r, (a, b) in zip(results, host, strict=True))
+    alone = {d: run([d])[0] for d in ids}
+    best = min(alone.values())
+    return {
+        "devices": ids,
+        "chunks": len(sizes),
+        "share": {d: round(v, 3) for d, v in stats.share().items()},
+        "chunks_per_device": {d: stats.chunks.get(d, 0) for d in ids},
+        "seconds_together": round(seconds, 4),
+        "gflops_together": round(flops / seconds / 1e9, 2),
+        "seconds_alone": {d: round(s, 4) for d, s in alone.items()},
+        "gflops_alone": {d: round(flops / s / 1e9, 2) for d, s in alone.items()},
+        "speedup_vs_best_alone": round(best / seconds, 3),
+        "worst_error_over_tolerance": round(worst, 4),
+        "ok": worst <= 1.0,
+    }
