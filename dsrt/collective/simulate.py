@@ -106,10 +106,13 @@ def _result(r: _Ring, nbytes: int, n: int, factor: float, slowest: float) -> dic
     }
 
 
-def simulate_collective(topology: Any, name: str, nbytes: int) -> dict[str, Any]:
+def simulate_collective(topology: Any, name: str, nbytes: int, *, backend: str | None = None) -> dict[str, Any]:
     """Predict flat-ring and hierarchical time (seconds) and bus bandwidth (bytes/s) of collective
-    ``name`` of ``nbytes`` bytes over every device of ``topology`` (a Topology or anything
-    :func:`dsrt.topology.load_topology` accepts)."""
+    ``name`` of ``nbytes`` bytes over the devices of ``topology`` (a Topology or anything
+    :func:`dsrt.topology.load_topology` accepts) that belong to ``backend``.
+
+    Collectives run among devices of one kind: with ``backend=None`` the backend with the most
+    declared devices is used (the GPUs of a DGX node, not its host CPU)."""
     from ..topology import load_topology
 
     topo = load_topology(topology)
@@ -117,7 +120,14 @@ def simulate_collective(topology: Any, name: str, nbytes: int) -> dict[str, Any]
         raise ConfigurationError(f"cannot simulate collective '{name}'; supported: {', '.join(SUPPORTED)}")
     if nbytes <= 0:
         raise ConfigurationError(f"collective size must be positive, got {nbytes} bytes")
-    groups = [g for g in topo.groups() if g]
+    if backend is None:
+        counts: dict[str, int] = {}
+        for d in topo.devices:
+            counts[d.backend] = counts.get(d.backend, 0) + 1
+        backend = max(sorted(counts), key=lambda b: counts[b]) if counts else None
+    kind = {d.qualified_id: d.backend for d in topo.devices}
+    groups = [[q for q in g if kind.get(q) == backend] for g in topo.groups()]
+    groups = [g for g in groups if g]
     devices = [d for g in groups for d in g]
     n = len(devices)
     if n < 2:
@@ -145,6 +155,7 @@ def simulate_collective(topology: Any, name: str, nbytes: int) -> dict[str, Any]
     out_hier = _result(hier, nbytes, n, factor, slowest)
     return {
         "collective": name,
+        "backend": backend,
         "bytes": int(nbytes),
         "devices": n,
         "nodes": nn,

@@ -71,6 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", metavar="FILE", help="write a Perfetto trace of the simulated run")
     parser.add_argument("--collective", metavar="NAME", help="predict a collective instead (e.g. allreduce)")
     parser.add_argument("--size", metavar="BYTES", help="message size for --collective")
+    parser.add_argument("--backend", metavar="NAME",
+                        help="devices taking part in --collective (default: the most numerous backend)")
 
 
 def _with_peaks(topology: Any, peaks: dict[str, float]) -> Any:
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
             raise ConfigurationError("--collective needs --size BYTES")
         from ..collective.simulate import simulate_collective
 
-        print(json.dumps(simulate_collective(topology, args.collective, parse_bytes(args.size)), indent=1,
+        print(json.dumps(simulate_collective(topology, args.collective, parse_bytes(args.size), backend=args.backend), indent=1,
                          default=str))
         return 0
     if not args.workload:
