@@ -27,11 +27,23 @@ def _accumulation(kernel: str, case: dict[str, Any]) -> int:
     return 1
 
 
+def _frobenius_error(got: np.ndarray, want: np.ndarray) -> float:
+    g, w = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = float(np.linalg.norm(w))
+    return float(np.linalg.norm(g - w)) / scale if scale > 0 else float(np.linalg.norm(g))
+
+
+def _holds_arrays(device: dsrt.Device) -> None:
+    if not device.info.dtypes:
+        pytest.skip(f"{device.id} holds no arrays (its kernels take circuits, networks... as task inputs)")
+
+
 def test_device_info(dsrt_device: dsrt.Device) -> None:
     info = dsrt_device.info
     _prefix, _, index = info.id.partition(":")
     assert index.isdigit() and int(index) == info.index, f"device id {info.id!r} is not '<prefix>:<index>'"
-    assert info.memory_bytes > 0 and info.compute_units >= 1
+    assert info.compute_units >= 1
+    assert info.memory_bytes > 0 or not info.dtypes, "a device that holds arrays must report its memory"
     assert info.peak_flops >= 0 and info.memory_bandwidth >= 0
     for name in info.dtypes:
         dt.as_dtype(name)
@@ -107,6 +119,12 @@ def test_kernel_against_reference(dsrt_device: dsrt.Device, kernel: str) -> None
                 want = reference(kernel, *inputs, **params)
                 err = relative_error(got, want)
                 tol = tolerance(want.dtype, accumulate=_accumulation(kernel, case))
+                bits = dsrt_device.info.precision_bits
+                if bits is not None and dt.is_float(want.dtype):
+                    # Analog or noisy devices are held to the precision they advertise (effective bits
+                    # = -log2 of the Frobenius relative error), with two bits of slack.
+                    err = _frobenius_error(got, want)
+                    tol = max(tol, 4.0 * 2.0 ** -bits)
                 if kernel == "cast" and target is not None:
                     tol = max(tol, tolerance(d))
                 if got.shape != want.shape or got.dtype != want.dtype or not err <= tol:
@@ -116,6 +134,7 @@ def test_kernel_against_reference(dsrt_device: dsrt.Device, kernel: str) -> None
 
 
 def test_unknown_kernel_is_refused(dsrt_device: dsrt.Device) -> None:
+    _holds_arrays(dsrt_device)
     name = "conformance_probe_identity"
     if name not in KERNELS:
         register_kernel(KernelSpec(
@@ -150,6 +169,7 @@ def test_shape_mismatch_is_refused(dsrt_device: dsrt.Device) -> None:
 
 
 def test_allocation_beyond_capacity_is_refused(dsrt_device: dsrt.Device) -> None:
+    _holds_arrays(dsrt_device)
     too_big = dsrt_device.info.memory_bytes * 4 + 4096
     with pytest.raises(OutOfMemoryError) as info:
         dsrt_device.empty((too_big,), "uint8")
