@@ -34,7 +34,7 @@ from ..array import Array
 from ..device import Device
 from ..errors import CollectiveError, ConfigurationError, ShapeError
 from . import algorithms as alg
-from .buffers import HostStage, flat, retype, segment
+from .buffers import HostStage, flat, host_view, retype, segment
 from .local import synchronize_devices
 from .mpi import launched_by_mpiexec, mpi_available
 from .ops import ReducePlan, plan_reduction
@@ -122,6 +122,7 @@ class Communicator:
         self.offsets = [int(x) for x in np.concatenate(([0], np.cumsum(self.counts)[:-1]))]
         self.world_size = int(sum(self.counts))
         self._one_device_per_rank = max(self.counts) == 1
+        self._lean = self._one_device_per_rank and self.size > 1
         self.last_algorithm = ""
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Any] | None = None
@@ -229,6 +230,8 @@ class Communicator:
     def all_reduce(self, x: ArrayArg, op: Any = "sum", *, out: ArrayArg | None = None, async_op: bool = False,
                    timeout: float | None = None) -> Any:
         """Every participant gets the reduction of all inputs; in place unless ``out`` is given."""
+        if not async_op and self._lean and type(x) is Array and self._lean_all_reduce(x, op, out, timeout):
+            return x if out is None else out
         xs = self._arrays(x, "all_reduce")
         outs = self._arrays(out, "all_reduce", name="out") if out is not None else xs
         plan = plan_reduction(op, xs[0].dtype)
@@ -238,6 +241,40 @@ class Communicator:
             return self._same_form(x, outs)
 
         return self._call(run, async_op)
+
+    def _lean_all_reduce(self, x: Array, op: Any, out: Any, timeout: float | None) -> bool:
+        """The small-message path: one host-resident device per rank, no cast, nothing pending.
+
+        MPI reads and writes the arrays' host memory directly; returns False (doing nothing) when
+        any condition does not hold, and the general path runs instead.
+        """
+        dev = self.devices[0]
+        if x.device is not dev or (out is not None and (type(out) is not Array or out.device is not dev
+                                                        or out.shape != x.shape or out.dtype != x.dtype)):
+            return False
+        pending = self._pending
+        if pending is not None and not pending.done():
+            return False
+        plan = plan_reduction(op, x.dtype)
+        if plan.cast or plan.scale:
+            return False
+        recv = host_view(x if out is None else out)
+        send = None if out is None or out is x else host_view(x)
+        if recv is None or not recv.flags.c_contiguous or (out is not None and out is not x and
+                                                          (send is None or not send.flags.c_contiguous)):
+            self._lean = recv is not None  # not host memory: never try again on this communicator
+            return False
+        if plan.view:
+            recv = recv.view(plan.compute)
+            send = None if send is None else send.view(plan.compute)
+        what = f"all_reduce({plan.op.value}, {dt.dtype_name(plan.dtype)}{x.shape})"
+        inter = self.inter
+        inter.begin(what)
+        dev.synchronize()
+        inter.all_reduce(send, recv, plan.kernel, deterministic=self.deterministic, deadline=self._deadline(timeout),
+                         what=what)
+        self.last_algorithm = "mpi"
+        return True
 
     def _all_reduce(self, xs: list[Array], outs: list[Array], plan: ReducePlan, deadline: float) -> None:
         what = f"all_reduce({plan.op.value}, {dt.dtype_name(plan.dtype)}{xs[0].shape})"

@@ -32,6 +32,10 @@ from .ops import NUMPY_OPS
 
 __all__ = ["MpiTransport", "mpi_available", "launched_by_mpiexec"]
 
+#: From this many bytes an all-reduce checks arrival with a nonblocking barrier and then runs MPI's
+#: blocking algorithm (see ``MpiTransport._arrive``); smaller ones stay nonblocking, which is faster.
+BLOCKING_FROM_BYTES = 64 * 1024
+
 _ENV_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_PMIX_MAPPING_SERV")
 
 
@@ -164,7 +168,20 @@ class MpiTransport:
             self._fold(gathered, recv, kernel)
             return
         sendbuf = self.MPI.IN_PLACE if send is None else send
+        if recv.nbytes >= BLOCKING_FROM_BYTES:
+            self._arrive(deadline, what)
+            self.comm.Allreduce(sendbuf, recv, self._ops[kernel])
+            return
         self.wait([self.comm.Iallreduce(sendbuf, recv, self._ops[kernel])], deadline, what)
+
+    def _arrive(self, deadline: float | None, what: str) -> None:
+        """Wait (against the deadline) until every rank has reached this collective.
+
+        Large reductions then run as Open MPI's tuned blocking algorithms, which are much faster than
+        its nonblocking ones (1 MiB over 2 ranks here: 171 us blocking, 272 us nonblocking); the
+        nonblocking barrier keeps the timeout and its diagnosis of ranks that never arrived.
+        """
+        self.wait([self.comm.Ibarrier()], deadline, what)
 
     def all_reduce_many(self, bufs: Sequence[np.ndarray], kernel: str, *, deterministic: bool,
                         deadline: float | None, what: str) -> None:
@@ -174,6 +191,12 @@ class MpiTransport:
                 self.all_reduce(None, b, kernel, deterministic=True, deadline=deadline, what=what)
             return
         op = self._ops[kernel]
+        if sum(b.nbytes for b in bufs) >= BLOCKING_FROM_BYTES:
+            self._arrive(deadline, what)
+            for b in bufs:
+                if b.size:
+                    self.comm.Allreduce(self.MPI.IN_PLACE, b, op)
+            return
         reqs = [self.comm.Iallreduce(self.MPI.IN_PLACE, b, op) for b in bufs if b.size]
         self.wait(reqs, deadline, what)
 
