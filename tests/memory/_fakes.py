@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from dsrt.device import Device, DeviceInfo, Event, Stream
-from dsrt.memory import ALIGNMENT
+from dsrt_cpu.hostmem import HostMemory
 
 
-class FakeDevice(Device):
+class FakeDevice(HostMemory, Device):
     """A host-memory device that counts raw allocations; ``memory_bytes`` is its capacity."""
 
     def __init__(self, memory_bytes: int = 64 << 20, *, pinned: bool = False) -> None:
@@ -27,21 +27,11 @@ class FakeDevice(Device):
             raise MemoryError("fake device full")
         self.raw_allocs += 1
         self.live_raw += nbytes
-        raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-        start = (-raw.ctypes.data) % ALIGNMENT
-        return raw[start:start + nbytes]
+        return super()._allocate(nbytes)
 
     def _free(self, handle: Any) -> None:
         self.raw_frees += 1
         self.live_raw -= handle.nbytes
-
-    def _copy_in(self, handle: np.ndarray, offset: int, src: np.ndarray, stream: Stream) -> None:
-        flat = src.reshape(-1).view(np.uint8)
-        handle[offset:offset + flat.size] = flat
-
-    def _copy_out(self, handle: np.ndarray, offset: int, dst: np.ndarray, stream: Stream) -> None:
-        flat = dst.reshape(-1).view(np.uint8)
-        flat[...] = handle[offset:offset + flat.size]
 
     def _pinned(self, nbytes: int) -> np.ndarray:
         self.pinned_allocs += 1

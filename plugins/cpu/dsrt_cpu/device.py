@@ -1,8 +1,6 @@
-"""``CpuDevice``: host memory as numpy buffers; kernels run synchronously in the calling thread.
-
-Raw allocations are 1-D ``uint8`` numpy arrays aligned to :data:`dsrt.memory.ALIGNMENT` bytes; an
-Array's numpy view over its allocation is cached on the Array (``_native``), so a launch costs a
-dictionary lookup and the numpy call.
+"""``CpuDevice``: host memory as numpy buffers (:mod:`dsrt_cpu.hostmem`); kernels run synchronously in
+the calling thread. An Array's numpy view is cached on the Array, so a launch costs a dictionary
+lookup and the numpy call.
 """
 
 from __future__ import annotations
@@ -18,23 +16,13 @@ import numpy as np
 from dsrt import dtypes as dt
 from dsrt.array import DLPACK_CPU, Array
 from dsrt.device import Device, DeviceInfo, KernelImpl, Stream, UserKernel
-from dsrt.errors import ConfigurationError, DsrtError, KernelLaunchError, OutOfMemoryError, ShapeError
-from dsrt.memory import ALIGNMENT, Allocation
+from dsrt.errors import ConfigurationError, DsrtError, KernelLaunchError, ShapeError
+from dsrt.memory import Allocation
 
 from . import kernels
+from .hostmem import HostMemory, host_view
 
 __all__ = ["CpuDevice", "host_view"]
-
-
-def host_view(a: Array) -> np.ndarray:
-    """The numpy view of a host-resident array (cached until its allocation moves)."""
-    alloc = a._alloc
-    if a._native_gen == alloc.generation and a._native is not None:
-        return a._native
-    v = np.ndarray(a.shape, a.dtype, buffer=alloc.handle, offset=alloc.offset + a._byte_offset, strides=a.strides)
-    a._native = v
-    a._native_gen = alloc.generation
-    return v
 
 
 def _physical_memory() -> int:
@@ -78,7 +66,7 @@ class _KeepAlive:
         self.owner = owner
 
 
-class CpuDevice(Device):
+class CpuDevice(HostMemory, Device):
     """The host CPU as one dsrt device (``cpu:0``)."""
 
     def __init__(self, index: int = 0) -> None:
@@ -98,33 +86,6 @@ class CpuDevice(Device):
         table = self.kernel_table()
         object.__setattr__(self.info, "kernels", {name: frozenset(d) for name, (d, _impl) in table.items()})
         self._compiler: Any = None
-
-    # ------------------------------------------------------------------ memory primitives
-    def _allocate(self, nbytes: int) -> np.ndarray:
-        try:
-            raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-        except MemoryError:
-            raise OutOfMemoryError(device=self.id, requested=nbytes, capacity=self.info.memory_bytes,
-                                   tried=["numpy.empty"]) from None
-        start = (-raw.ctypes.data) % ALIGNMENT
-        return raw[start:start + nbytes]
-
-    def _free(self, handle: Any) -> None:
-        return None
-
-    def _copy_in(self, handle: np.ndarray, offset: int, src: np.ndarray, stream: Stream) -> None:
-        flat = src.reshape(-1).view(np.uint8)
-        handle[offset:offset + flat.size] = flat
-
-    def _copy_out(self, handle: np.ndarray, offset: int, dst: np.ndarray, stream: Stream) -> None:
-        flat = dst.reshape(-1).view(np.uint8)
-        flat[...] = handle[offset:offset + flat.size]
-
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        if not isinstance(src.handle, np.ndarray):
-            return False
-        dst.handle[dst.offset:dst.offset + nbytes] = src.handle[src.offset:src.offset + nbytes]
-        return True
 
     # ------------------------------------------------------------------ kernels
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:

@@ -16,18 +16,9 @@ from dsrt.array import Array
 from dsrt.device import KernelImpl, Stream
 from dsrt.kernels import KERNELS
 
+from .hostmem import host_view as _v
+
 __all__ = ["TABLE"]
-
-
-def _v(a: Array) -> np.ndarray:
-    # Inlined copy of dsrt_cpu.device.host_view: this is the launch hot path.
-    alloc = a._alloc
-    if a._native_gen == alloc.generation and a._native is not None:
-        return a._native
-    v = np.ndarray(a.shape, a.dtype, buffer=alloc.handle, offset=alloc.offset + a._byte_offset, strides=a.strides)
-    a._native = v
-    a._native_gen = alloc.generation
-    return v
 
 
 def _by_reference(name: str) -> KernelImpl:

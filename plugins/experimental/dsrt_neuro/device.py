@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dsrt.device import Device, DeviceInfo, KernelImpl, Stream
+from dsrt.device import Device, DeviceInfo, KernelImpl
 from dsrt.errors import ConfigurationError, DeviceUnavailableError, OutOfMemoryError
+from dsrt_cpu.hostmem import HostMemory
 
 from . import engine
 from .chip import ChipLimits, Placement, estimate, models_from_params, place
@@ -87,7 +88,7 @@ class SimResult:
         }
 
 
-class NeuromorphicDevice(Device):
+class NeuromorphicDevice(HostMemory, Device):
     """One simulated chip with declared limits, arithmetic mode and cost constants."""
 
     def __init__(self, runtime: Runtime, device_id: str, params: Mapping[str, Any] | None = None) -> None:
@@ -113,17 +114,7 @@ class NeuromorphicDevice(Device):
         if nbytes > self.info.memory_bytes:
             raise OutOfMemoryError(device=self.id, requested=nbytes, capacity=self.info.memory_bytes,
                                    detail="the chip's memory is its synapse memory")
-        return np.empty(nbytes, np.uint8)
-
-    def _free(self, handle: Any) -> None:
-        return None
-
-    def _copy_in(self, handle: np.ndarray, offset: int, src: np.ndarray, stream: Stream) -> None:
-        flat = src.reshape(-1).view(np.uint8)
-        handle[offset:offset + flat.size] = flat
-
-    def _copy_out(self, handle: np.ndarray, offset: int, dst: np.ndarray, stream: Stream) -> None:
-        dst.reshape(-1).view(np.uint8)[...] = handle[offset:offset + dst.nbytes]
+        return super()._allocate(nbytes)
 
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
         return {SNN_RUN: (frozenset(), snn_run_impl)}

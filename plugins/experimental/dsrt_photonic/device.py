@@ -19,8 +19,8 @@ import numpy as np
 
 from dsrt.array import Array
 from dsrt.device import Device, DeviceInfo, KernelImpl, Stream
-from dsrt.errors import OutOfMemoryError
-from dsrt.memory import ALIGNMENT, Allocation
+from dsrt_cpu.hostmem import HostMemory
+from dsrt_cpu.hostmem import host_view as _view
 
 from .cost import CostModel, LaunchCost
 from .engine import PhotonicEngine
@@ -33,17 +33,7 @@ __all__ = ["PhotonicDevice", "MEMORY_BYTES"]
 MEMORY_BYTES = 1 << 30
 
 
-def _view(a: Array) -> np.ndarray:
-    alloc = a._alloc
-    if a._native_gen == alloc.generation and a._native is not None:
-        return a._native
-    v = np.ndarray(a.shape, a.dtype, buffer=alloc.handle, offset=alloc.offset + a._byte_offset, strides=a.strides)
-    a._native = v
-    a._native_gen = alloc.generation
-    return v
-
-
-class PhotonicDevice(Device):
+class PhotonicDevice(HostMemory, Device):
     """One simulated photonic chip (``photonic:<index>``); see :class:`PhotonicParams` for its settings.
 
     At start-up the device calibrates (unless ``calibrate=False``) and measures the effective bits it
@@ -84,33 +74,6 @@ class PhotonicDevice(Device):
         )
         super().__init__(info)
         object.__setattr__(self.info, "kernels", {name: frozenset(d) for name, (d, _i) in self.kernel_table().items()})
-
-    # ------------------------------------------------------------------ memory primitives
-    def _allocate(self, nbytes: int) -> np.ndarray:
-        try:
-            raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-        except MemoryError:
-            raise OutOfMemoryError(device=self.id, requested=nbytes, capacity=self.info.memory_bytes,
-                                   tried=["numpy.empty"]) from None
-        start = (-raw.ctypes.data) % ALIGNMENT
-        return raw[start:start + nbytes]
-
-    def _free(self, handle: Any) -> None:
-        return None
-
-    def _copy_in(self, handle: np.ndarray, offset: int, src: np.ndarray, stream: Stream) -> None:
-        flat = src.reshape(-1).view(np.uint8)
-        handle[offset:offset + flat.size] = flat
-
-    def _copy_out(self, handle: np.ndarray, offset: int, dst: np.ndarray, stream: Stream) -> None:
-        flat = dst.reshape(-1).view(np.uint8)
-        flat[...] = handle[offset:offset + flat.size]
-
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        if not isinstance(src.handle, np.ndarray):
-            return False
-        dst.handle[dst.offset:dst.offset + nbytes] = src.handle[src.offset:src.offset + nbytes]
-        return True
 
     # ------------------------------------------------------------------ kernels
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
