@@ -80,6 +80,19 @@ def dispatch_overhead(device: Device, *, repeats: int = 20000, size: int = 8) ->
     }
 
 
+def _median_seconds(device: Device, launch: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``launch()`` followed by a synchronize (after one warm-up)."""
+    launch()
+    device.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        launch()
+        device.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def device_throughput(device: Device, *, n: int = 1024, repeats: int = 5) -> dict[str, Any]:
     """GEMM float32 FLOP/s and ``add`` bytes/s on ``device`` (median of ``repeats``)."""
     out: dict[str, Any] = {}
@@ -88,24 +101,12 @@ def device_throughput(device: Device, *, n: int = 1024, repeats: int = 5) -> dic
         a = device.asarray(rng.standard_normal((n, n)).astype(np.float32))
         b = device.asarray(rng.standard_normal((n, n)).astype(np.float32))
         c = device.launch("gemm", a, b)
-        device.synchronize()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            device.launch("gemm", a, b, out=c)
-            device.synchronize()
-            times.append(time.perf_counter() - t0)
-        out["gemm_fp32_gflops"] = round(2 * n**3 / statistics.median(times) / 1e9, 2)
+        seconds = _median_seconds(device, lambda: device.launch("gemm", a, b, out=c), repeats)
+        out["gemm_fp32_gflops"] = round(2 * n**3 / seconds / 1e9, 2)
     if device.supports("add", "float32"):
         m = 1 << 22
-        a = device.asarray(np.ones(m, np.float32))
-        c = device.launch("add", a, a)
-        device.synchronize()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            device.launch("add", a, a, out=c)
-            device.synchronize()
-            times.append(time.perf_counter() - t0)
-        out["add_fp32_gbps"] = round(3 * 4 * m / statistics.median(times) / 1e9, 2)
+        x = device.asarray(np.ones(m, np.float32))
+        y = device.launch("add", x, x)
+        seconds = _median_seconds(device, lambda: device.launch("add", x, x, out=y), repeats)
+        out["add_fp32_gbps"] = round(3 * 4 * m / seconds / 1e9, 2)
     return out
