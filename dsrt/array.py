@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .device import Device, Stream
     from .memory import Allocation
 
-__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL"]
+__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL", "contiguous_strides"]
 
 DLPACK_CPU = 1
 DLPACK_CUDA = 2
@@ -27,7 +27,8 @@ DLPACK_CUDA_HOST = 3
 DLPACK_OPENCL = 4
 
 
-def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+def contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Byte strides of a C-contiguous array."""
     strides = []
     acc = itemsize
     for s in reversed(shape):
@@ -58,7 +59,7 @@ class Array:
         self.device = device
         self.shape = shape
         self.dtype = dtype
-        self.strides = strides if strides is not None else _contiguous_strides(shape, dtype.itemsize)
+        self.strides = strides if strides is not None else contiguous_strides(shape, dtype.itemsize)
         self._alloc = alloc
         self._byte_offset = byte_offset
         self._native: Any = None
@@ -83,7 +84,7 @@ class Array:
 
     @property
     def is_contiguous(self) -> bool:
-        return self.strides == _contiguous_strides(self.shape, self.dtype.itemsize)
+        return self.strides == contiguous_strides(self.shape, self.dtype.itemsize)
 
     # ------------------------------------------------------------------ data movement
     def numpy(self) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dtypes as dt
+from .array import contiguous_strides
 from .errors import (
     ConfigurationError,
     DeviceError,
@@ -212,6 +213,8 @@ class Device:
         self._impls: dict[str, KernelImpl] = {}
         # (kernel, device/shape/dtype of each input) -> (out shape, out dtype, bound params)
         self._signatures: dict[tuple[Any, ...], tuple[tuple[int, ...], np.dtype, Mapping[str, Any]]] = {}
+        # (shape, dtype) -> (bytes, contiguous byte strides) of launch outputs
+        self._layouts: dict[tuple[tuple[int, ...], np.dtype], tuple[int, tuple[int, ...]]] = {}
         self._supported: dict[str, frozenset[np.dtype]] = {}
         for name, (dtype_names, impl) in table.items():
             self.add_kernel(name, dtype_names, impl, _update_info=False)
@@ -467,8 +470,12 @@ class Device:
         for a in inputs:
             a._alloc.touch()
         if out is None:
-            out = self.empty(shape, out_dtype, stream=s)
-            if any(a._alloc.handle is None for a in inputs):
+            out = self._new_output(shape, out_dtype, s)
+            spilled = False
+            for a in inputs:
+                if a._alloc.handle is None:
+                    spilled = True
+            if spilled:
                 # Allocating the output spilled an input under memory pressure: bring the operands
                 # back while the pool is told not to spill them again.
                 self._fetch_pinned([a._alloc for a in inputs] + [out._alloc])
@@ -492,6 +499,17 @@ class Device:
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
         return out
+
+    def _new_output(self, shape: tuple[int, ...], dtype: np.dtype, stream: Stream) -> Array:
+        """A fresh output array of an already validated shape and dtype (layout cached per signature)."""
+        from .array import Array
+
+        layout = self._layouts.get((shape, dtype))
+        if layout is None:
+            if len(self._layouts) >= 4096:
+                self._layouts.clear()
+            layout = self._layouts[(shape, dtype)] = (_prod(shape) * dtype.itemsize, contiguous_strides(shape, dtype.itemsize))
+        return Array(self, shape, dtype, self.pool.allocate(layout[0], stream), strides=layout[1])
 
     def _fetch_pinned(self, allocs: list[Allocation]) -> None:
         """Make every allocation resident, none of them spilled to make room for another."""
