@@ -181,6 +181,9 @@ def _print_balance(balance: dict[str, Any]) -> None:
     print(f"  together     {balance['gflops_together']:.1f} GFLOP/s,"
           f" {balance['speedup_vs_best_alone']:.2f}x the best device alone;"
           f" results {'correct' if balance['ok'] else 'WRONG'}")
+    for hw, ids in balance.get("shared_hardware", {}).items():
+        print(f"  note: {', '.join(ids)} run on the same hardware ({hw}); together they share its cores,"
+              f" so they cannot beat the faster one alone")
 
 
 # ---------------------------------------------------------------------------------------- bench

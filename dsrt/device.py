@@ -71,7 +71,9 @@ class DeviceInfo:
     second. ``memory_bandwidth``: estimated bytes per second. ``kernels``: kernel name -> dtype names
     it runs. ``precision_bits``: effective bits of result precision for analog or noisy simulated
     devices (``None``: exact to the dtype). ``dlpack_device_type``: the DLPack device code of its
-    memory (1 = CPU, 2 = CUDA, 4 = OpenCL) or ``None``. ``properties``: anything else, free-form.
+    memory (1 = CPU, 2 = CUDA, 4 = OpenCL) or ``None``. ``properties``: anything else, free-form;
+    by convention ``properties["hardware"]`` names the physical hardware it runs on, so devices that
+    report the same value share silicon (``"host-cpu"`` for the CPU and for CPU OpenCL devices).
     """
 
     id: str

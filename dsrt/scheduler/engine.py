@@ -112,6 +112,7 @@ class Engine:
         on_commit: Callable[[Task], None] | None = None,
     ) -> None:
         self._all = list(workers)
+        self._hardware_groups: dict[str, list[Worker]] = {}
         self.model = model
         self.links = links
         self.executor = executor
@@ -148,10 +149,30 @@ class Engine:
         return True, ""
 
     def expected_free(self, worker: Worker) -> float:
-        """Predicted time at which ``worker`` has finished everything it holds (seconds, run clock)."""
+        """Predicted time at which ``worker`` has finished everything it holds (seconds, run clock).
+
+        Devices that report the same ``properties["hardware"]`` share silicon (the CPU and a CPU
+        OpenCL device): their work is modelled as one queue, since running both at once only
+        splits the same cores.
+        """
         now = self.now()
-        busy_until = max(now, worker.run_started + worker.run_pred) if worker.running is not None else now
-        return busy_until + worker.queued_pred
+        held = 0.0
+        for w in self._same_hardware(worker):
+            if not w.alive and w is not worker:
+                continue
+            if w.running is not None:
+                held += max(0.0, w.run_started + w.run_pred - now)
+            held += w.queued_pred
+        return now + held
+
+    def _same_hardware(self, worker: Worker) -> list[Worker]:
+        group = self._hardware_groups.get(worker.id)
+        if group is None:
+            hw = worker.info.properties.get("hardware") if worker.info is not None else None
+            group = [w for w in self._all if w is worker or (hw is not None and w.info is not None
+                                                             and w.info.properties.get("hardware") == hw)]
+            self._hardware_groups[worker.id] = group
+        return group
 
     def transfer_time(self, task: Task, worker: Worker) -> float:
         t = 0.0

@@ -56,7 +56,7 @@ def _bucket(work: float) -> int:
 
 
 class _Entry:
-    __slots__ = ("buckets", "cache", "discarded", "peak", "seen")
+    __slots__ = ("buckets", "cache", "discarded", "outliers", "peak", "seen")
 
     def __init__(self, seen: int = 0, buckets: dict[int, list[list[float]]] | None = None, discarded: int = 0,
                  peak: float = 0.0):
@@ -65,6 +65,9 @@ class _Entry:
         self.discarded = discarded
         self.peak = peak  # the device's declared peak operations/s when measured
         self.cache: tuple[dict[int, float], tuple[float, float] | None, float] | None = None
+        # bucket -> the latest consecutive outliers (not persisted): a run of agreeing ones means
+        # conditions changed (load went away, a driver was upgraded) and replaces the history.
+        self.outliers: dict[int, list[list[float]]] = {}
 
     def derived(self) -> tuple[dict[int, float], tuple[float, float] | None, float]:
         """(median rate per bucket with two samples or more, regression fit, overall median rate)."""
@@ -140,8 +143,16 @@ class PerfModel:
             return 0 if entry is None else len(entry.samples())
 
     # ------------------------------------------------------------------ calibration
+    #: This many consecutive outliers that agree with each other replace a bucket's history.
+    regime_change_after = 3
+
     def record(self, kernel: str, info: Any, work: float, seconds: float) -> bool:
-        """Add a measurement (operations, seconds); returns False if it was dropped or discarded."""
+        """Add a measurement (operations, seconds); returns False if it was dropped or discarded.
+
+        A sample more than ``outlier_factor`` away from its bucket's median is discarded, unless it
+        is the ``regime_change_after``-th consecutive such sample and they agree with each other:
+        then the device's behaviour has changed and they replace the bucket's history.
+        """
         if not (seconds > 0 and math.isfinite(seconds)):
             return False
         work = max(float(work), 1.0)
@@ -153,13 +164,26 @@ class PerfModel:
             self._dirty = True
             if entry.seen == 1:
                 return False
-            bucket = entry.buckets.setdefault(_bucket(work), [])
+            key_b = _bucket(work)
+            bucket = entry.buckets.setdefault(key_b, [])
             if len(bucket) >= 3:
                 median = float(np.median([t / w for w, t in bucket]))
                 ratio = (seconds / work) / median
                 if ratio > self.outlier_factor or ratio < 1.0 / self.outlier_factor:
                     entry.discarded += 1
-                    return False
+                    streak = entry.outliers.setdefault(key_b, [])
+                    streak.append([work, float(seconds)])
+                    rates = [t / w for w, t in streak]
+                    if len(streak) < self.regime_change_after or max(rates) > self.outlier_factor * min(rates):
+                        if len(streak) >= self.regime_change_after:
+                            del streak[0]
+                        return False
+                    entry.buckets[key_b] = [list(x) for x in streak]
+                    del entry.outliers[key_b]
+                    entry.cache = None
+                    self._scale.pop(kernel, None)
+                    return True
+            entry.outliers.pop(key_b, None)
             bucket.append([work, float(seconds)])
             entry.cache = None
             self._scale.pop(kernel, None)

@@ -283,18 +283,30 @@ class Dmda(Policy):
                     row.append(Candidate(w.id, False, reason))
             cands.append(row)
         base = np.array([self.ctx.expected_free(w) - now for w in workers])
-        load = base.copy()
-        assign = np.full(n, -1)
+        # Devices on the same hardware form one resource: the plan gives each task to a resource,
+        # which runs it on its cheapest member (they would only split the same cores otherwise).
+        groups = _hardware_groups(workers)
+        rows = np.arange(n)
+        rcost = np.full((n, len(groups)), np.inf)
+        rdev = np.zeros((n, len(groups)), dtype=int)
+        for r, members in enumerate(groups):
+            pick = np.argmin(cost[:, members], axis=1)
+            rdev[:, r] = np.asarray(members)[pick]
+            rcost[:, r] = cost[rows, rdev[:, r]]
+        load = np.array([base[members[0]] for members in groups])
+        rassign = np.full(n, -1)
         for i in range(n):
-            if np.isinf(cost[i]).all():
+            if np.isinf(rcost[i]).all():
                 continue
-            j = int(np.argmin(load + cost[i]))
-            assign[i] = j
-            load[j] += cost[i, j]
-        greedy = assign.copy()
+            r = int(np.argmin(load + rcost[i]))
+            rassign[i] = r
+            load[r] += rcost[i, r]
+        rgreedy = rassign.copy()
         before = float(load.max())
-        _refine(cost, load, assign, max_steps=min(4 * n, self.max_rebalance_steps))
+        _refine(rcost, load, rassign, max_steps=min(4 * n, self.max_rebalance_steps))
         after = float(load.max())
+        assign = np.where(rassign >= 0, rdev[rows, np.maximum(rassign, 0)], -1)
+        greedy = np.where(rgreedy >= 0, rdev[rows, np.maximum(rgreedy, 0)], -1)
         for i, task in enumerate(tasks):
             j = int(assign[i])
             if j < 0:
@@ -388,6 +400,22 @@ class Heft(Dmda):
 
 
 _SWAP_WINDOW = 96
+
+
+def _hardware_groups(workers: Sequence[Any]) -> list[list[int]]:
+    """Indices of ``workers`` grouped by ``info.properties["hardware"]`` (a device without one alone)."""
+    groups: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for j, w in enumerate(workers):
+        hw = w.info.properties.get("hardware") if getattr(w, "info", None) is not None else None
+        if hw is None:
+            groups.append([j])
+        elif hw in seen:
+            groups[seen[hw]].append(j)
+        else:
+            seen[hw] = len(groups)
+            groups.append([j])
+    return groups
 
 
 def _refine(cost: np.ndarray, load: np.ndarray, assign: np.ndarray, *, max_steps: int) -> None:

@@ -29,8 +29,10 @@ class FaultyCpu(dsrt_cpu.CpuDevice):
     def __init__(self, index: int, *, mode: str = "ok", after: int = 0, release: threading.Event | None = None,
                  poison: Callable[[Sequence[Any]], bool] | None = None, peak_scale: float = 1.0) -> None:
         super().__init__(index)
+        # Each test device stands for separate hardware, unless a test says otherwise.
         self.info = dataclasses.replace(self.info, peak_flops=self.info.peak_flops * peak_scale,
-                                        name=f"{self.info.name} (test {mode} #{index})")
+                                        name=f"{self.info.name} (test {mode} #{index})",
+                                        properties={**self.info.properties, "hardware": f"test-device-{index}"})
         self.mode, self.after, self.release, self.poison = mode, after, release, poison
         self.launches = 0
         self.faulted = False

@@ -158,3 +158,22 @@ def test_poisoned_error_carries_partial_results(rt: dsrt.Runtime) -> None:
     for i in (0, 1, 3, 4, 5):
         assert np.array_equal(err.results[i].numpy(), want[i])
     assert "chunk 2" in str(err) and "1 of 6 chunks given up" in str(err)
+
+
+def test_devices_on_the_same_hardware_are_planned_as_one_resource(rt: dsrt.Runtime) -> None:
+    import dataclasses
+
+    fast, slow = FaultyCpu(5), FaultyCpu(6)
+    for dev in (fast, slow):
+        dev.info = dataclasses.replace(dev.info, properties={**dev.info.properties, "hardware": "one-chip"})
+        rt.add_device(dev)
+    for _ in range(2):  # calibrate both, so the plan is made on measured speeds
+        rt.map("gemm", [(np.ones((64, 64), np.float32),) * 2] * 8, devices=["cpu:5", "cpu:6"], policy="round_robin")
+    model = rt.scheduler.model
+    # Make cpu:6 measurably slower on this kernel: 10x the seconds for the same work.
+    for dev, factor in ((fast, 1.0), (slow, 10.0)):
+        for _ in range(4):
+            model.record("gemm", dev.info, 2 * 64**3, factor * 1e-4)
+    rt.map("gemm", [(np.ones((64, 64), np.float32),) * 2] * 16, devices=["cpu:5", "cpu:6"])
+    chunks = rt.scheduler.last_run.chunks
+    assert chunks.get("cpu:5", 0) == 16 and chunks.get("cpu:6", 0) == 0

@@ -97,3 +97,18 @@ def test_runtime_scheduler_persists_between_runtimes(tmp_path: Path) -> None:
     assert path.exists()
     rt2 = dsrt.Runtime(backends=["cpu"])
     assert rt2.scheduler.model.calibrated("add", rt2.device("cpu:0").info)
+
+
+def test_agreeing_outliers_replace_stale_history() -> None:
+    m = PerfModel()
+    m.record("gemm", INFO, 1000, 1.0)
+    for _ in range(3):
+        m.record("gemm", INFO, 1000, 1.0)  # history measured on a loaded machine: 1 s
+    assert not m.record("gemm", INFO, 1000, 1e-3)  # one fast sample: an outlier
+    assert m.record("gemm", INFO, 1000, 0.5)  # back in line: recorded, and the streak is broken
+    assert m.predict("gemm", INFO, 1000)[0] > 0.5
+    assert not m.record("gemm", INFO, 1000, 1e-3)
+    assert not m.record("gemm", INFO, 1000, 1.1e-3)
+    assert m.record("gemm", INFO, 1000, 0.9e-3)  # the third agreeing outlier: conditions changed
+    t, src = m.predict("gemm", INFO, 1000)
+    assert src == "history" and t == pytest.approx(1e-3, rel=0.15)

@@ -80,7 +80,8 @@ class CpuDevice(HostMemory, Device):
             dtypes=frozenset(dt.STANDARD_DTYPES), kernels={},
             peak_flops=peak, memory_bandwidth=_measure_copy_bandwidth(),
             languages=frozenset({"c"}), dlpack_device_type=DLPACK_CPU,
-            properties={"peak_flops_model": "cores x MHz x 32 fp32 FLOP/cycle (AVX2 FMA)", "mhz": mhz},
+            properties={"peak_flops_model": "cores x MHz x 32 fp32 FLOP/cycle (AVX2 FMA)", "mhz": mhz,
+                        "hardware": "host-cpu"},
         )
         super().__init__(info)
         table = self.kernel_table()

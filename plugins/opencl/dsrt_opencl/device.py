@@ -74,6 +74,8 @@ def device_info(cl: Any, d: Any, index: int, dtypes: frozenset[str]) -> DeviceIn
         "opencl_version": d.version,
         "driver_version": d.driver_version,
         "device_type": cl.device_type.to_string(d.type),
+        # Devices reporting the same `hardware` share silicon (PoCL runs on the host's own cores).
+        "hardware": "host-cpu" if d.type & cl.device_type.CPU else f"opencl:{d.vendor}:{d.name}",
         "max_work_group_size": int(d.max_work_group_size),
         "local_memory_bytes": int(d.local_mem_size),
         "max_alloc_bytes": int(d.max_mem_alloc_size),
