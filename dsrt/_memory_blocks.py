@@ -118,11 +118,11 @@ class FreeIndex:
             if not bucket:
                 del self.bins[b_old]
                 self.bitmap &= ~(1 << b_old)
-            bucket = self.bins.get(b_new)
-            if bucket is None:
-                bucket = self.bins[b_new] = {}
+            target = self.bins.get(b_new)
+            if target is None:
+                target = self.bins[b_new] = {}
                 self.bitmap |= 1 << b_new
-            bucket[block] = None
+            target[block] = None
         self.free_bytes += block.size - old_size
 
     def remove(self, block: Block) -> None:

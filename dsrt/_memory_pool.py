@@ -172,6 +172,7 @@ class CachingPool(MemoryPool):
                         index.resized(block, rest + size)
                     block = live
                 else:
+                    assert bucket is not None  # the bucket the block was found in
                     del bucket[block]
                     if not bucket:
                         del bins[b]

@@ -43,8 +43,11 @@ __all__ = [
 class ArrayLike(Protocol):
     """Anything with a shape and a dtype (a dsrt Array or a numpy array)."""
 
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
 
 
 InferFn = Callable[[Sequence[Any], Mapping[str, Any]], "tuple[tuple[int, ...], np.dtype] | None"]
@@ -216,7 +219,9 @@ _elementwise("axpy", lambda x, y, p: p["alpha"] * x + y, _FLOATS | _COMPLEX, "ou
 def _fill_infer(inputs: Sequence[ArrayLike], params: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
     if params["shape"] is None or params["dtype"] is None:
         raise ShapeError("kernel 'fill' needs out=, or shape= and dtype=")
-    return tuple(int(s) for s in np.atleast_1d(params["shape"])) if params["shape"] != () else (), dt.as_dtype(params["dtype"])
+    shape = params["shape"]
+    dims = () if shape == () else tuple(int(s) for s in np.atleast_1d(shape))
+    return dims, dt.as_dtype(params["dtype"])
 
 
 def _fill_ref(inputs: Sequence[np.ndarray], params: Mapping[str, Any]) -> np.ndarray:

@@ -116,9 +116,10 @@ class Runtime:
                 for dev in devices:
                     self._adopt(dev)
                 status[rec.name] = BackendStatus(rec.name, rec.plugin, "available", "", rec.spec, devices)
-            for rec in self.plugins.failed():
-                if not any(s.plugin == rec.name for s in status.values()):
-                    status[f"<{rec.name}>"] = BackendStatus(f"<{rec.name}>", rec.name, "failed", str(rec.error), error=rec.error)
+            for failed in self.plugins.failed():
+                if not any(s.plugin == failed.name for s in status.values()):
+                    status[f"<{failed.name}>"] = BackendStatus(f"<{failed.name}>", failed.name, "failed", str(failed.error),
+                                                               error=failed.error)
             self._status = status
             return status
 

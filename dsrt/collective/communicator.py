@@ -503,7 +503,9 @@ class Communicator:
                 self._sync(deadline, what)
                 item = xs[0].dtype.itemsize
                 hx = [HostStage(a).array.view(np.uint8).reshape(P, k * item) for a in fx]
-                send_parts, send_counts, recv_counts = [], [], []
+                send_parts: list[np.ndarray] = []
+                send_counts: list[int] = []
+                recv_counts: list[int] = []
                 for s in range(self.size):
                     off, cnt = self.offsets[s], self.counts[s]
                     send_parts.extend(hx[i][off:off + cnt] for i in range(L))

@@ -31,7 +31,7 @@ def local_devices(runtime: Any, rank: int = 0, size: int = 1) -> list[Any]:
     binding = getattr(runtime, "binding", None)
     groups = topo.groups() if topo is not None and hasattr(topo, "groups") else []
     bound = getattr(binding, "bound", None) or {}
-    if groups and bound:
+    if groups and bound and topo is not None:
         nodes = [n.name for n in topo.nodes]
         if len(nodes) == size:
             index = rank

@@ -247,7 +247,8 @@ class Dmda(Policy):
         held, self._held = self.order(self._held), []
         if self.explore and len(self.ctx.workers) > 1:
             held = self._calibrate(held)
-        rest, ready = [], []
+        rest: list[Task] = []
+        ready: list[Task] = []
         for task in held:
             (ready if self._known(task) else rest).append(task)
         self.place_batch(ready)

@@ -154,7 +154,7 @@ class Task:
 class Future:
     """The result of :meth:`Scheduler.submit`. Work runs when a result is asked for (or on ``flush``)."""
 
-    def __init__(self, task: Task, flush: Callable[[], None]) -> None:
+    def __init__(self, task: Task, flush: Callable[[], object]) -> None:
         self.task = task
         self._flush = flush
         self._error: BaseException | None = None

@@ -28,8 +28,8 @@ def _values(rng: np.random.Generator, shape: Any, dtype: np.dtype, *, low: float
         re = rng.uniform(low, high, size=shape)
         im = rng.uniform(low, high, size=shape)
         return (re + 1j * im).astype(dtype)
-    lo = 0.25 if positive else low
-    return rng.uniform(lo, high, size=shape).astype(np.float32).astype(dtype)
+    start = 0.25 if positive else low
+    return rng.uniform(start, high, size=shape).astype(np.float32).astype(dtype)
 
 
 def make_inputs(kernel: str, dtype: np.dtype, case: dict[str, Any], seed: int = 0) -> tuple[list[np.ndarray], dict[str, Any]]:

@@ -102,12 +102,12 @@ def test_kernel_against_reference(dsrt_device: dsrt.Device, kernel: str) -> None
     for name in claimed:
         d = dt.as_dtype(name)
         for case in kernel_cases(kernel):
-            targets = [None]
+            targets: list[str | None] = [None]
             if kernel == "cast":
                 targets = [t for t in sorted(dsrt_device.info.dtypes)
                            if not (d in (dt.complex64, dt.complex128) and t not in ("complex64", "complex128"))]
             for target in targets:
-                params_extra = {"dtype": target} if kernel == "cast" else {}
+                params_extra: dict[str, Any] = {"dtype": target} if kernel == "cast" else {}
                 if kernel == "fill":
                     params_extra = {"dtype": name}
                 inputs, params = make_inputs(kernel, d, case)

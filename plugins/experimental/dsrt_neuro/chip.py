@@ -40,7 +40,8 @@ class ChipLimits:
     def from_params(cls, params: dict[str, Any]) -> ChipLimits:
         known = {k: params[k] for k in ("cores", "neurons_per_core", "fan_in", "synapse_memory_bytes", "arithmetic")
                  if k in params}
-        lim = cls(**{k: (v if k == "arithmetic" else int(v)) for k, v in known.items()})
+        values: dict[str, Any] = {k: (v if k == "arithmetic" else int(v)) for k, v in known.items()}
+        lim = cls(**values)
         if lim.arithmetic not in ("float", "fixed"):
             raise NetworkError(f"arithmetic must be 'float' or 'fixed', got '{lim.arithmetic}'")
         for k in ("cores", "neurons_per_core", "fan_in", "synapse_memory_bytes"):

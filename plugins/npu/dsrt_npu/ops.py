@@ -8,7 +8,7 @@ after it, whatever happens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -45,7 +45,7 @@ def execute(
     op: str,
     inputs: Sequence[tuple[int, np.dtype, Sequence[int]]],
     outputs: Sequence[tuple[int, np.dtype, Sequence[int]]],
-    attrs: dict[str, bool | float],
+    attrs: Mapping[str, bool | float],
     stream: Any,
     device: str,
 ) -> None:
