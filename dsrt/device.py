@@ -436,9 +436,13 @@ class Device:
         spec = KERNELS.get(kernel) or get_kernel(kernel)
         bound = spec.bind(inputs, params)
         for a in inputs:
-            if getattr(a, "device", self) is not self:
+            where = getattr(a, "device", self)
+            if where is not self:
+                if where.id == self.id:
+                    raise ShapeError(f"kernel '{kernel}': an input belongs to another Runtime's {where.id};"
+                                     " arrays cannot cross runtimes (create them with the runtime that launches)")
                 raise ShapeError(
-                    f"kernel '{kernel}': input on {a.device.id} passed to a launch on {self.id}; move it with .to()"
+                    f"kernel '{kernel}': input on {where.id} passed to a launch on {self.id}; move it with .to()"
                 )
         inferred = spec.infer(inputs, bound)
         if inferred is None:

@@ -263,6 +263,23 @@ class Runtime:
             raise ConfigurationError(f"no device here compiles '{lang}' kernels")
         return self.device(device).compile(source, lang=lang, name=name, options=options)
 
+    def from_dlpack(self, obj: Any, *, device: str | Device | None = None) -> Array:
+        """Wrap a DLPack producer (numpy, cupy, torch, jax...) as an Array without copying where possible.
+
+        The Array keeps ``obj``'s memory alive; it is never returned to a dsrt pool. Without
+        ``device``, the device whose DLPack device type matches the producer's is used.
+        """
+        try:
+            code, _index = obj.__dlpack_device__()
+        except AttributeError:
+            raise ConfigurationError(f"{type(obj).__name__} does not implement __dlpack_device__") from None
+        if device is not None:
+            return self.device(device)._import_dlpack(obj)
+        for dev in self.devices:
+            if dev.info.dlpack_device_type == code:
+                return dev._import_dlpack(obj)
+        raise DeviceUnavailableError(f"no installed backend holds DLPack device type {code}")
+
     def memory_stats(self, device: str | Device | None = None) -> dict[str, Any]:
         """The memory pool's statistics for a device (bytes and counts)."""
         return self.device(device).pool.stats()
@@ -361,20 +378,5 @@ def asarray(obj: Any, *, device: str | Device | None = None, dtype: Any = None) 
 
 
 def from_dlpack(obj: Any, *, device: str | Device | None = None) -> Array:
-    """Wrap a DLPack producer (numpy, cupy, torch, jax...) as an Array without copying where possible.
-
-    The Array keeps ``obj``'s memory alive; it is never returned to a dsrt pool.
-    """
-    rt = default_runtime()
-    try:
-        code, _index = obj.__dlpack_device__()
-    except AttributeError:
-        raise ConfigurationError(f"{type(obj).__name__} does not implement __dlpack_device__") from None
-    if device is not None:
-        return rt.device(device)._import_dlpack(obj)
-    for dev in rt.devices:
-        if dev.info.dlpack_device_type == code:
-            return dev._import_dlpack(obj)
-    raise DeviceUnavailableError(f"no installed backend holds DLPack device type {code}")
-
-
+    """Wrap a DLPack producer as an Array of the default runtime (see :meth:`Runtime.from_dlpack`)."""
+    return default_runtime().from_dlpack(obj, device=device)

@@ -133,3 +133,11 @@ def test_current_device_context(rt, cpu):
         assert dsrt.current_device() is cpu
         assert rt.asarray([1.0]).device is cpu
     assert dsrt.current_device() is None
+
+
+def test_arrays_of_another_runtime_are_refused_with_a_clear_error(cpu):
+    other = dsrt.Runtime()
+    mine = other.from_dlpack(np.ones(4, np.float32), device="cpu:0")
+    assert mine.device is other.device("cpu:0") and mine.device is not cpu
+    with pytest.raises(ShapeError, match="another Runtime's cpu:0"):
+        cpu.launch("add", mine, mine)
