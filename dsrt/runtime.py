@@ -307,6 +307,13 @@ class Runtime:
         """Why a task went where it went: candidates and predicted finish times."""
         return self.scheduler.explain(task)
 
+    def world(self, **options: Any) -> Any:
+        """A collective communicator over every MPI rank (this process alone outside ``mpiexec``)
+        and this rank's devices; ``options`` go to :class:`dsrt.collective.Communicator`."""
+        from .collective import world
+
+        return world(self, **options)
+
     # ------------------------------------------------------------------ tracing
     @contextmanager
     def trace(self, path: str | None = None) -> Iterator[Tracer]:

@@ -192,3 +192,18 @@ def test_transport_plugins_are_selected_by_priority(rt: dsrt.Runtime) -> None:
     runtime = dsrt.Runtime(plugins=[Plugin()])
     comm = Communicator([runtime.device("cpu:0")], runtime=runtime, mpi=False)
     assert comm.intra_name == "vendor" and made == [["cpu:0"]]
+
+
+def test_runtime_world_outside_mpiexec_is_this_process_alone(monkeypatch):
+    import sys
+
+    import dsrt
+
+    # The package re-exports the function `world`, which hides the submodule of the same name.
+    monkeypatch.setattr(sys.modules["dsrt.collective.world"], "launched_by_mpiexec", lambda: False)
+    rt = dsrt.Runtime(backends=["cpu"])
+    comm = rt.world(timeout=5.0)
+    x = rt.asarray(np.arange(4, dtype=np.float32), device="cpu:0")
+    comm.all_reduce(x)
+    np.testing.assert_array_equal(x.numpy(), np.arange(4, dtype=np.float32))
+    assert comm.world_size == 1
