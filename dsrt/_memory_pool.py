@@ -166,10 +166,20 @@ class CachingPool(MemoryPool):
                     block.offset += size
                     block.size = rest
                     fl = rest.bit_length() - 1
-                    if (fl << 4) | ((rest >> (fl - 4)) & 15) == b:
-                        index.free_bytes -= size
-                    else:
-                        index.resized(block, rest + size)
+                    rb = (fl << 4) | ((rest >> (fl - 4)) & 15)
+                    index.free_bytes -= size
+                    if rb != b:
+                        # FreeIndex.resized, inlined with the old bin already known.
+                        assert bucket is not None  # the bucket the block was found in
+                        del bucket[block]
+                        if not bucket:
+                            del bins[b]
+                            index.bitmap &= ~(1 << b)
+                        target = bins.get(rb)
+                        if target is None:
+                            target = bins[rb] = {}
+                            index.bitmap |= 1 << rb
+                        target[block] = None
                     block = live
                 else:
                     assert bucket is not None  # the bucket the block was found in
