@@ -7,7 +7,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -16,7 +15,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from . import cli_topology
 from .errors import DsrtError, format_bytes
+from .scheduler import cli as scheduler_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -66,8 +67,7 @@ def _cmd_devices(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         report["memory"] = {d.id: d.pool.stats() for d in devices}
     if args.topology:
         binding = rt.binding
-        describe = getattr(importlib.import_module("dsrt.cli_topology"), "describe_binding", None)
-        report["topology"] = describe(rt.topology, binding) if describe else str(binding)
+        report["topology"] = cli_topology.describe_binding(rt.topology, binding)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -85,7 +85,7 @@ def _cmd_devices(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         for dev_id, stats in report["memory"].items():
             print(f"  {dev_id:<12} " + ", ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
     if args.topology:
-        print(importlib.import_module("dsrt.cli_topology").format_description(report["topology"]))
+        print(cli_topology.format_description(report["topology"]))
     return 0
 
 
@@ -206,13 +206,6 @@ def _cmd_conformance(args: argparse.Namespace, make: Callable[[], Any]) -> int:
 
 
 # ---------------------------------------------------------------------------------------- wiring
-def _optional_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
 def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="dsrt", description="dsrt: a hardware abstraction runtime")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -242,14 +235,10 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
     p.set_defaults(func=_cmd_conformance)
 
-    topo = _optional_module("dsrt.cli_topology")
-    if topo is not None:
-        topo.configure(sub).set_defaults(func=topo.run)
-    sched = _optional_module("dsrt.scheduler.cli")
-    if sched is not None:
-        p = sub.add_parser("simulate", help="plan a workload or a collective on a topology with the virtual clock")
-        sched.configure(p)
-        p.set_defaults(func=sched.run)
+    cli_topology.configure(sub).set_defaults(func=cli_topology.run)
+    p = sub.add_parser("simulate", help="plan a workload or a collective on a topology with the virtual clock")
+    scheduler_cli.configure(p)
+    p.set_defaults(func=scheduler_cli.run)
 
     for cmd in plugin_commands:
         p = sub.add_parser(cmd.name, help=cmd.help)

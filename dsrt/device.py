@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -601,10 +600,3 @@ def _prod(shape: tuple[int, ...]) -> int:
     for s in shape:
         n *= s
     return n
-
-
-@contextmanager
-def using(device: Device) -> Iterator[Device]:
-    """``with using(dev):`` — the same as ``with dev:``."""
-    with device:
-        yield device

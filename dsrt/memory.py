@@ -5,7 +5,7 @@ the device's ``_allocate``/``_free`` primitives. It hands out :class:`Allocation
 Allocation goes back to its pool when the last Python reference to it dies (or on
 :meth:`Allocation.release`), never to the user. All sizes are in bytes.
 
-This module holds the contract, a direct (non-caching) pool, and :func:`create_pool`, which gives
+This module holds the contract and :func:`create_pool`, which gives
 every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, spilling to host
 tiers; see ``dsrt/_memory_pool.py``).
 """
@@ -13,15 +13,12 @@ tiers; see ``dsrt/_memory_pool.py``).
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import TYPE_CHECKING, Any
-
-from .errors import OutOfMemoryError
 
 if TYPE_CHECKING:
     from .device import Device, Stream
 
-__all__ = ["Allocation", "MemoryPool", "DirectPool", "CachingPool", "ALIGNMENT", "create_pool"]
+__all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "create_pool"]
 
 #: Every allocation starts on a multiple of this many bytes (a cache line; enough for any dtype and
 #: for OpenCL's CL_DEVICE_MEM_BASE_ADDR_ALIGN on the devices we know).
@@ -142,57 +139,6 @@ class MemoryPool:
     def snapshot(self) -> list[dict[str, Any]]:
         """Segments and blocks, for debugging."""
         return []
-
-
-class DirectPool(MemoryPool):
-    """No caching: every allocate calls the device's ``_allocate``. Used where caching is off."""
-
-    def __init__(self, device: Device, *, limit: int | None = None) -> None:
-        super().__init__(device, limit=limit)
-        self._lock = threading.Lock()
-        self._allocated = 0
-        self._peak = 0
-        self._count = 0
-
-    def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
-        size = max(int(nbytes), 1)
-        capacity = self.limit if self.limit is not None else self.device.info.memory_bytes
-        with self._lock:
-            if capacity and self._allocated + size > capacity:
-                raise OutOfMemoryError(
-                    device=self.device.id,
-                    requested=size,
-                    capacity=capacity,
-                    largest_free=max(capacity - self._allocated, 0),
-                    stats=self.stats(),
-                    tried=["direct allocation"],
-                )
-            self._allocated += size
-            self._peak = max(self._peak, self._allocated)
-            self._count += 1
-        try:
-            handle = self.device._allocate(size)
-        except BaseException:
-            with self._lock:
-                self._allocated -= size
-            raise
-        return Allocation(self.device, handle, 0, size, self, stream)
-
-    def free(self, alloc: Allocation) -> None:
-        handle, alloc.handle = alloc.handle, None
-        if handle is not None:
-            self.device._free(handle)
-        with self._lock:
-            self._allocated -= alloc.nbytes
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "allocated_bytes": self._allocated,
-            "reserved_bytes": self._allocated,
-            "peak_allocated_bytes": self._peak,
-            "peak_reserved_bytes": self._peak,
-            "num_allocs": self._count,
-        }
 
 
 def create_pool(device: Device) -> MemoryPool:

@@ -216,14 +216,9 @@ class Runtime:
         with self._lock:
             if self._topology is not None:
                 return
-            try:
-                from . import topology as topo
-            except ImportError:  # pragma: no cover - the topology module is part of the core
-                return
-            binder = getattr(topo, "bind_runtime", None)
-            if binder is None:
-                return
-            self._topology, self._binding = binder(self, self._topology_source)
+            from .topology import bind_runtime
+
+            self._topology, self._binding = bind_runtime(self, self._topology_source)
 
     # ------------------------------------------------------------------ arrays and kernels
     def asarray(self, obj: Any, *, device: str | Device | None = None, dtype: Any = None) -> Array:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,10 +178,6 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, dict[str, Any]]:
         row["gflops"] = row["flops"] / row["seconds"] / 1e9 if row["seconds"] > 0 else 0.0
         row["verdict"] = "PASS" if row["failed"] == 0 else "FAIL"
     return table
-
-
-def as_mapping(results: Iterable[CheckResult]) -> list[Mapping[str, Any]]:
-    return [r.to_dict() for r in results]
 
 
 def balance_demo(runtime: Any, devices: Sequence[Device], *, quick: bool = False, seed: int = 0) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from ..errors import DeviceLostError, KernelError, OutOfMemoryError
 from .links import LinkModel
 from .perfmodel import PerfModel
-from .policies import Policy, PolicySpec
+from .policies import Policy, PolicySpec, hardware_groups
 from .task import Candidate, Placement, RunStats, Task
 
 __all__ = ["Worker", "Completion", "Executor", "Engine", "POISON_AFTER"]
@@ -166,13 +166,12 @@ class Engine:
         return now + held
 
     def _same_hardware(self, worker: Worker) -> list[Worker]:
-        group = self._hardware_groups.get(worker.id)
-        if group is None:
-            hw = worker.info.properties.get("hardware") if worker.info is not None else None
-            group = [w for w in self._all if w is worker or (hw is not None and w.info is not None
-                                                             and w.info.properties.get("hardware") == hw)]
-            self._hardware_groups[worker.id] = group
-        return group
+        if not self._hardware_groups:
+            for members in hardware_groups(self._all):
+                group = [self._all[j] for j in members]
+                for w in group:
+                    self._hardware_groups[w.id] = group
+        return self._hardware_groups[worker.id]
 
     def transfer_time(self, task: Task, worker: Worker) -> float:
         t = 0.0

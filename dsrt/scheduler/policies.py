@@ -286,7 +286,7 @@ class Dmda(Policy):
         base = np.array([self.ctx.expected_free(w) - now for w in workers])
         # Devices on the same hardware form one resource: the plan gives each task to a resource,
         # which runs it on its cheapest member (they would only split the same cores otherwise).
-        groups = _hardware_groups(workers)
+        groups = hardware_groups(workers)
         rows = np.arange(n)
         rcost = np.full((n, len(groups)), np.inf)
         rdev = np.zeros((n, len(groups)), dtype=int)
@@ -403,7 +403,7 @@ class Heft(Dmda):
 _SWAP_WINDOW = 96
 
 
-def _hardware_groups(workers: Sequence[Any]) -> list[list[int]]:
+def hardware_groups(workers: Sequence[Any]) -> list[list[int]]:
     """Indices of ``workers`` grouped by ``info.properties["hardware"]`` (a device without one alone)."""
     groups: list[list[int]] = []
     seen: dict[str, int] = {}

@@ -98,7 +98,8 @@ def test_probe_failures_carry_their_reason():
         rt.device("acme:0")
     with pytest.raises(BackendNotFoundError, match="ioctl failed") as info:
         rt.device("crashy:0")
-    assert isinstance(info.value.cause, BackendNotFoundError) or info.value.cause is not None
+    # The lookup error carries the probe's failure, which carries the vendor exception.
+    assert isinstance(info.value.cause, dsrt.PluginError) and isinstance(info.value.cause.cause, OSError)
     assert rt.launch("add", rt.asarray(np.ones(2)), rt.asarray(np.ones(2))).numpy().tolist() == [2, 2]
 
 

@@ -92,9 +92,6 @@ class CpuDevice(HostMemory, Device):
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
         return kernels.TABLE
 
-    def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
-        self._impls[kernel](inputs, out, params, stream)
-
     # ------------------------------------------------------------------ user kernels (C via cffi)
     def _compile(self, source: str, lang: str, name: str, options: Sequence[str]) -> UserKernel:
         if self._compiler is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dsrt.errors import ConfigurationError
 
@@ -398,13 +399,20 @@ class _Parser:
     def circuit(self, name: str) -> Circuit:
         if self.nq == 0:
             raise QasmError("the program declares no qubits (qreg)", file=self.file)
-        c = Circuit(self.nq, self.nc, name=name)
-        for tok, inst in self.ops:
-            try:
-                c.append(inst)
-            except CircuitError as exc:
-                raise self.err(str(exc), tok) from None
-        return c
+        return assemble(self.nq, self.nc, name, self.ops, self.err)
+
+
+def assemble(nq: int, nc: int, name: str, ops: Sequence[tuple[Any, Instruction]],
+             err: Callable[[str, Any], QasmError]) -> Circuit:
+    """A circuit from parsed ``(source location, instruction)`` pairs; a rejected instruction becomes a
+    QasmError at its location (``err(message, location)``)."""
+    c = Circuit(nq, nc, name=name)
+    for where, inst in ops:
+        try:
+            c.append(inst)
+        except CircuitError as exc:
+            raise err(str(exc), where) from None
+    return c
 
 
 def _div(a: float, b: float, t: Tok, p: _Parser) -> float:

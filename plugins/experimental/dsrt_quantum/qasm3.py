@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .circuit import Circuit, CircuitError, Instruction
+from .circuit import Circuit, Instruction
 from .gates import GATES, controlled, gate_matrix
-from .qasm2 import QasmError
+from .qasm2 import QasmError, assemble
 
 __all__ = ["parse_qasm3"]
 
@@ -300,10 +300,4 @@ def parse_qasm3(text: str, *, file: str = "<qasm>", name: str = "qasm") -> Circu
         b.statement(s)
     if b.nq == 0:
         raise QasmError("the program declares no qubits", file=file)
-    c = Circuit(b.nq, b.nc, name=name)
-    for node, inst in b.ops:
-        try:
-            c.append(inst)
-        except CircuitError as exc:
-            raise b.err(str(exc), node) from None
-    return c
+    return assemble(b.nq, b.nc, name, b.ops, b.err)

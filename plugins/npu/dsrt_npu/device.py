@@ -20,7 +20,6 @@ import numpy as np
 from dsrt import dtypes as dt
 from dsrt.array import Array
 from dsrt.device import Device, DeviceInfo, Event, KernelImpl, Stream
-from dsrt.errors import DsrtError
 from dsrt.memory import Allocation
 
 from .acl_errors import check
@@ -167,9 +166,6 @@ class NpuDevice(Device):
     def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
         self._bind()
         self._impls[kernel](inputs, out, params, stream)
-
-    def _translate_error(self, exc: BaseException, action: str) -> DsrtError:
-        return super()._translate_error(exc, action)
 
     def close(self) -> None:
         super().close()
