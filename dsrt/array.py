@@ -98,9 +98,12 @@ class Array:
     def to(self, device: Device | str, *, stream: Stream | None = None) -> Array:
         """A copy on ``device`` (a Device or an id such as ``'opencl:0'``); self if already there."""
         if isinstance(device, str):
-            from .runtime import default_runtime
+            owner = self.device.runtime() if self.device.runtime is not None else None
+            if owner is None:
+                from .runtime import default_runtime
 
-            device = default_runtime().device(device)
+                owner = default_runtime()
+            device = owner.device(device)
         if device is self.device:
             return self
         out = device.empty(self.shape, self.dtype, stream=stream)

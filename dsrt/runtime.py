@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ class Runtime:
             name, dtype_names, impl = item
             dev.add_kernel(name, dtype_names, impl)
         dev.tracer = self._tracer
+        dev.runtime = weakref.ref(self)
         self._devices[dev.id] = dev
 
     @property

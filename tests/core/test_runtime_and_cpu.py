@@ -141,3 +141,10 @@ def test_arrays_of_another_runtime_are_refused_with_a_clear_error(cpu):
     assert mine.device is other.device("cpu:0") and mine.device is not cpu
     with pytest.raises(ShapeError, match="another Runtime's cpu:0"):
         cpu.launch("add", mine, mine)
+
+
+def test_to_by_id_resolves_in_the_arrays_own_runtime(cpu):
+    other = dsrt.Runtime(backends=["cpu"])
+    a = other.asarray(np.arange(3, dtype=np.float32), device="cpu:0")
+    assert a.to("cpu:0") is a  # its own runtime's cpu:0, not the default runtime's
+    assert a.device is not cpu
