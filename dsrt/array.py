@@ -98,7 +98,8 @@ class Array:
     def to(self, device: Device | str, *, stream: Stream | None = None) -> Array:
         """A copy on ``device`` (a Device or an id such as ``'opencl:0'``); self if already there."""
         if isinstance(device, str):
-            owner = self.device.runtime() if self.device.runtime is not None else None
+            ref = self.device._runtime_ref
+            owner = ref() if ref is not None else None
             if owner is None:
                 from .runtime import default_runtime
 

@@ -209,7 +209,7 @@ class Device:
         self.tracer: Tracer | None = None
         # Weak reference to the Runtime that adopted this device (set by the runtime), so ids given
         # to arrays on it resolve in the same runtime.
-        self.runtime: Any = None
+        self._runtime_ref: Any = None
         self._pool: MemoryPool | None = None
         self._pool_lock = threading.Lock()
         self.default_stream = self._create_stream("default")

@@ -129,7 +129,7 @@ class Runtime:
             name, dtype_names, impl = item
             dev.add_kernel(name, dtype_names, impl)
         dev.tracer = self._tracer
-        dev.runtime = weakref.ref(self)
+        dev._runtime_ref = weakref.ref(self)
         self._devices[dev.id] = dev
 
     @property
