@@ -54,7 +54,12 @@ def host_view(arr: Array) -> np.ndarray | None:
     handle: Any = alloc.handle
     if not isinstance(handle, np.ndarray):
         return None
-    return np.ndarray(arr.shape, arr.dtype, buffer=handle, offset=alloc.offset + arr._byte_offset, strides=arr.strides)
+    view = np.ndarray(arr.shape, arr.dtype, buffer=handle, offset=alloc.offset + arr._byte_offset, strides=arr.strides)
+    if cached is None or type(cached) is np.ndarray:
+        # The host backends' convention: _native is this numpy view, valid for _native_gen.
+        arr._native = view
+        arr._native_gen = alloc.generation
+    return view
 
 
 class HostStage:

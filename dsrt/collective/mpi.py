@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,26 @@ class MpiTransport:
             self.comm.Allreduce(sendbuf, recv, self._ops[kernel])
             return
         self.wait([self.comm.Iallreduce(sendbuf, recv, self._ops[kernel])], deadline, what)
+
+    def all_reduce_small(self, send: np.ndarray | None, recv: np.ndarray, kernel: str, deadline: float,
+                         describe: Callable[[], str]) -> None:
+        """:meth:`all_reduce` for a message under :data:`BLOCKING_FROM_BYTES`, not deterministic.
+
+        The latency path: one nonblocking MPI call polled with ``Test`` (cheaper than ``Testall``)
+        and the description built only if it is needed for an error.
+        """
+        if self.broken is not None:
+            self.begin(describe())
+        self.seq += 1
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE if send is None else send, recv, self._ops[kernel])
+        test = req.Test
+        spins = 0
+        while not test():
+            spins += 1
+            if spins > 64 and _OVERSUBSCRIBED:
+                os.sched_yield()
+            if spins & 63 == 0 and time.perf_counter() > deadline:
+                self._fail(describe())
 
     def _arrive(self, deadline: float | None, what: str) -> None:
         """Wait (against the deadline) until every rank has reached this collective.

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 
@@ -55,15 +56,17 @@ def main() -> int:
     if mode == "missing":
         start = time.perf_counter()
         comm = Communicator([rt.device("cpu:0")], runtime=rt, mpi=True, timeout=1.0)
-        if rank == size - 1:
-            time.sleep(7.0)  # never joins the all_reduce; outlives the others' timeout and diagnosis
-            os._exit(0)
         x = rt.device("cpu:0").asarray(np.ones(4, np.float32))
+        comm.all_reduce(x)  # everyone joins once: the next call on x takes the prepared (lean) path
+        warm = x.numpy().tolist()
+        if rank == size - 1:
+            time.sleep(7.0)  # never joins the second all_reduce; outlives the others' timeout and diagnosis
+            os._exit(0)
         try:
             comm.all_reduce(x)
-            out = {"rank": rank, "error": None}
+            out = {"rank": rank, "error": None, "warm": warm}
         except dsrt.CollectiveError as exc:
-            out = {"rank": rank, "error": str(exc), "missing": exc.missing}
+            out = {"rank": rank, "error": str(exc), "missing": exc.missing, "warm": warm}
         try:
             comm.barrier()
             out["second"] = None
@@ -153,10 +156,38 @@ def main() -> int:
     got = h.wait()
     check(all(np.all(g.numpy() == P) for g in got), "async all_reduce")
     comm.barrier()
+    lean_checks(rt, size, rank, check)
     print("RESULT " + json.dumps({"rank": rank, "participants": P, "checks": checks, "failures": failures}),
           flush=True)
     comm.close()
     return 0 if not failures else 1
+
+
+def lean_checks(rt: dsrt.Runtime, size: int, rank: int, check: Any) -> None:
+    """One device per rank: small all-reduces take the prepared path; it must never return stale data."""
+    dev = rt.device("cpu:0")
+    comm = Communicator([dev], runtime=rt, mpi=True, timeout=30.0)
+    total = size * (size + 1) // 2
+    x = dev.asarray(np.full(3, rank + 1.0, np.float32))
+    out = dev.empty((3,), "float32")
+    for step in range(4):  # same arrays every time, new contents every time
+        dev.copy_from_host(x, np.full(3, (rank + 1.0) * (step + 1), np.float32))
+        comm.all_reduce(x, out=out)
+        check(bool(np.all(out.numpy() == total * (step + 1))), f"lean all_reduce step {step}")
+        check(bool(np.all(x.numpy() == (rank + 1.0) * (step + 1))), f"lean all_reduce kept input step {step}")
+    dev.pool.spill(x._alloc)  # the input moves to host memory: the prepared views are stale now
+    filler = dev.asarray(np.full(3, -1000.0, np.float32))  # takes the block x left behind
+    dev.copy_from_host(x, np.full(3, rank + 1.0, np.float32))  # x comes back elsewhere
+    comm.all_reduce(x, out=out)
+    check(bool(np.all(out.numpy() == total)), "lean all_reduce after the input was spilled and moved")
+    check(bool(np.all(filler.numpy() == -1000.0)), "lean all_reduce after a spill left other memory alone")
+    comm.all_reduce(x, "max", out=out)
+    check(bool(np.all(out.numpy() == size)), "lean all_reduce with another op on the same arrays")
+    y = dev.asarray(np.full(3, rank + 1, np.int32))
+    comm.all_reduce(y)
+    comm.all_reduce(y)  # in place twice: the second sums the first's result
+    check(bool(np.all(y.numpy() == total * size)), "lean in-place all_reduce twice")
+    comm.close()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_missing_rank_times_out_naming_it() -> None:
     results = _run(4, "missing")
     assert [r["rank"] for r in results] == [0, 1, 2]
     for r in results:
+        assert r["warm"] == [4.0] * 4  # the first all_reduce, which every rank joined
         assert r["missing"] == [3]
         assert "ranks that never arrived: 3" in r["error"]
         assert "unusable" in r["second"]
