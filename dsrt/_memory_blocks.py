@@ -61,11 +61,12 @@ class Block:
 
     ``free`` blocks sit in a :class:`FreeIndex`; ``pending`` lists the events (one per freeing
     stream) that must complete before another stream may reuse the bytes (``None``: nothing
-    pending). A live block's ``alloc_ref`` is a weak reference to its :class:`Allocation` and
-    ``requested`` the bytes the user asked for.
+    pending). A live block's ``alloc_ref`` is a weak reference to its :class:`Allocation`,
+    ``requested`` the bytes the user asked for and ``born`` the pool's allocation count when it
+    went live (its age decides whether a freed block is a temporary worth keeping whole).
     """
 
-    __slots__ = ("alloc_ref", "free", "next", "offset", "pending", "prev", "requested", "segment", "size")
+    __slots__ = ("alloc_ref", "born", "free", "next", "offset", "pending", "prev", "requested", "segment", "size")
 
     def __init__(self, segment: Segment, offset: int, size: int) -> None:
         self.segment = segment
@@ -77,6 +78,7 @@ class Block:
         self.pending: list[Any] | None = None
         self.alloc_ref: Any = None
         self.requested = 0
+        self.born = 0  # the pool's allocation count when it last went live
 
     def usable_on(self, stream: Any) -> bool:
         """True if ``stream`` may use the bytes now: every pending event is on ``stream`` or done."""

@@ -30,6 +30,15 @@ SMALL_SEGMENT_MIN = 256 << 10
 #: Larger requests are rounded up to a multiple of this many bytes; a large segment is exactly the
 #: rounded size of the request that created it, and splits when a smaller request reuses it.
 LARGE_ROUND = 16 << 10
+#: Freed short-lived blocks of at most this many bytes wait, uncoalesced, in a per-size LIFO (the
+#: quick cache) for the next request of exactly their size, so the alloc-free-alloc pattern of
+#: temporaries skips splitting and merging. Only the :data:`QUICK_BLOCKS` most recently freed
+#: blocks wait (the oldest is merged back when another comes), never more than 1/32 of the reserved
+#: bytes; all are merged back before the pool grows and before any trim, so they never cost a segment.
+QUICK_MAX = 64 << 10
+QUICK_BLOCKS = 8
+#: Only temporaries are kept: blocks freed within this many allocations of their own.
+QUICK_AGE = 16
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 
@@ -58,6 +67,10 @@ class CachingPool(MemoryPool):
     back on :meth:`Allocation.touch`. An idle pool (no allocation or free for ``idle_shrink_s``
     seconds) returns its idle segments; ``None`` turns that off.
 
+    Quick cache: on a synchronous device a freed block of at most :data:`QUICK_MAX` bytes is kept
+    whole for the next request of the same rounded size (the ``quick_blocks`` most recent ones; 0
+    turns it off); a miss merges every such block back before a new segment is made.
+
     Ownership: the pool owns every segment and spill buffer; thread-safe (one lock).
     """
 
@@ -69,6 +82,7 @@ class CachingPool(MemoryPool):
         cache_slack: float = 0.05,
         pinned_limit: int | None = None,
         idle_shrink_s: float | None = 30.0,
+        quick_blocks: int = QUICK_BLOCKS,
     ) -> None:
         super().__init__(device)
         self._lock = threading.Lock()
@@ -78,6 +92,11 @@ class CachingPool(MemoryPool):
         self._segments: dict[int, Segment] = {}
         self._serial = 0
         self._pins: dict[int, int] = {}
+        self._quick: dict[int, list[Block]] = {}  # rounded size -> freed blocks kept whole (LIFO)
+        self._quick_order: deque[tuple[Block, int]] = deque()  # (block, stamp), oldest first
+        self._quick_serial = 0
+        self.quick_bytes = self.quick_count = 0
+        self.quick_blocks = quick_blocks  # 0 turns the quick cache off
         self._tiers = HostTiers(device, pinned_limit)
         self._sync = type(device)._query_event is Device._query_event
         self._default_stream = device.default_stream
@@ -87,13 +106,18 @@ class CachingPool(MemoryPool):
         # counters (bytes unless named *_count / num_*)
         self.allocated = self.requested = self.reserved = 0
         self.peak_allocated = self.peak_requested = self.peak_reserved = 0
-        self.num_allocs = self.num_frees = self.cache_hits = self.cache_misses = 0
+        self.num_allocs = self.num_frees = self.cache_misses = 0
         self.segment_allocs = self.segment_frees = self.retries = self.ooms = 0
         self.spills = self.spilled_bytes_total = self.fetches = self.spilled_live = 0
         self.idle_trims = 0
         self.set_limit(limit)
         if idle_shrink_s is not None:
             IdleReaper.register(self, max(idle_shrink_s / 2, 0.05))
+
+    @property
+    def cache_hits(self) -> int:
+        """Allocations (and fetches) served from cached memory, without a new segment."""
+        return self.num_allocs - self.cache_misses
 
     # ------------------------------------------------------------------ hot path
     def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
@@ -112,6 +136,24 @@ class CachingPool(MemoryPool):
         with self._lock:
             if self._deferred:
                 self._drain()
+            if self.quick_count and size <= QUICK_MAX:
+                quick = self._quick.get(size)
+                if quick:
+                    hit = quick.pop()
+                    self.quick_bytes -= size
+                    self.quick_count -= 1
+                    hit.requested = n
+                    hit.born = self.num_allocs
+                    a = self.allocated = self.allocated + size
+                    if a > self.peak_allocated:
+                        self.peak_allocated = a
+                    r = self.requested = self.requested + n
+                    if r > self.peak_requested:
+                        self.peak_requested = r
+                    self.num_allocs += 1
+                    alloc = Allocation(self.device, hit.segment.handle, hit.offset, n, self, stream, hit)
+                    hit.alloc_ref = weakref.ref(alloc)
+                    return alloc
             # Inlined FreeIndex.find + remove for the common case (see _memory_blocks for the rule).
             fl = size.bit_length() - 1
             b = (fl << 4) | ((size >> (fl - 4)) & 15)
@@ -146,11 +188,8 @@ class CachingPool(MemoryPool):
                 block = index.find(size, stream)  # slower: skips bins whose blocks wait on events
                 if block is None:
                     block = self._miss(n, size, stream, index, None)
-                else:
-                    self.cache_hits += 1
                 self._take(block, size, index, n)
             else:
-                self.cache_hits += 1
                 rest = block.size - size
                 if rest >= ALIGNMENT:
                     # Carve the front off; the free remainder stays in the index, re-binned only if
@@ -193,6 +232,7 @@ class CachingPool(MemoryPool):
                 # The bookkeeping of _take, inlined: this is the cache-hit path of every launch.
                 block.free = False
                 block.requested = n
+                block.born = self.num_allocs
                 a = self.allocated = self.allocated + block.size
                 if a > self.peak_allocated:
                     self.peak_allocated = a
@@ -221,6 +261,7 @@ class CachingPool(MemoryPool):
         block.free = False
         block.pending = None
         block.requested = n
+        block.born = self.num_allocs
         a = self.allocated = self.allocated + block.size
         if a > self.peak_allocated:
             self.peak_allocated = a
@@ -260,12 +301,39 @@ class CachingPool(MemoryPool):
                 self.spilled_live -= block.size
                 self._tiers.give_back(block)
             return
-        self.allocated -= block.size
+        size = block.size
+        self.allocated -= size
         self.requested -= block.requested
         block.alloc_ref = None
         if not self._sync:
             block.pending = [(alloc.stream or self._default_stream).record_event()]
+        elif (size <= QUICK_MAX and self.num_allocs - block.born <= QUICK_AGE and self.quick_blocks
+              and (self.quick_bytes + size) << 5 <= self.reserved):
+            self._quick_keep(block, size)
+            return
         self._release_block(block)
+
+    def _quick_keep(self, block: Block, size: int) -> None:
+        """Put a freed block in the quick cache, merging back the oldest beyond QUICK_BLOCKS. Locked."""
+        self._quick_serial += 1
+        stamp = self._quick_serial
+        block.requested = -stamp  # negative while cached whole: not live, not in the free index
+        quick = self._quick.get(size)
+        if quick is None:
+            quick = self._quick[size] = []
+        quick.append(block)
+        order = self._quick_order
+        order.append((block, stamp))
+        self.quick_bytes += size
+        self.quick_count += 1
+        while order and (self.quick_count > self.quick_blocks or order[0][0].requested != -order[0][1]):
+            old, old_stamp = order.popleft()
+            if old.requested == -old_stamp:  # still waiting (not reused since): merge it back
+                self._quick[old.size].remove(old)
+                self.quick_bytes -= old.size
+                self.quick_count -= 1
+                old.requested = 0
+                self._release_block(old)
 
     def _release_block(self, block: Block) -> None:
         """Return a live block to its free index, merging free neighbours. Locked.
@@ -314,6 +382,18 @@ class CachingPool(MemoryPool):
         if block.prev is None and block.next is None:
             seg.freed_at = self.num_frees
 
+    def _flush_quick(self) -> None:
+        """Merge every block waiting in the quick cache back into the free index. Locked."""
+        if not self.quick_bytes:
+            return
+        quick, self._quick = self._quick, {}
+        self._quick_order.clear()
+        self.quick_bytes = self.quick_count = 0
+        for blocks in quick.values():
+            for block in blocks:
+                block.requested = 0
+                self._release_block(block)
+
     # ------------------------------------------------------------------ slow path
     def _capacity(self) -> int:
         return self.limit if self.limit is not None else int(self.device.info.memory_bytes)
@@ -321,6 +401,11 @@ class CachingPool(MemoryPool):
     def _miss(self, n: int, size: int, stream: Stream, index: FreeIndex, exclude: Allocation | None) -> Block:
         """Find room for ``size`` bytes when no cached block fits: new segment, free the cache and
         retry, spill least-recently-used allocations, or raise OutOfMemoryError. Locked."""
+        if self.quick_bytes:
+            self._flush_quick()
+            block = index.find(size, stream)
+            if block is not None:
+                return block
         self.cache_misses += 1
         large = index is self._large
         capacity = self._capacity()
@@ -387,6 +472,7 @@ class CachingPool(MemoryPool):
         segments whose blocks still wait on stream events are synchronised and returned too.
         ``large`` (True/False) prefers segments of that pool. Returns bytes released. Locked."""
         released = 0
+        self._flush_quick()
         if self.reserved <= target:
             return 0
         idle = sorted((s for s in self._segments.values() if s.is_idle()),
@@ -562,7 +648,7 @@ class CachingPool(MemoryPool):
 
     def _stats_locked(self) -> dict[str, Any]:
         free_small, free_large = self._small.free_bytes, self._large.free_bytes
-        cached = free_small + free_large
+        cached = free_small + free_large + self.quick_bytes
         largest = max(self._small.largest(), self._large.largest())
         pending = 0
         if not self._sync:
@@ -579,12 +665,13 @@ class CachingPool(MemoryPool):
             "cached_free_bytes": cached,
             "cached_free_small_bytes": free_small,
             "cached_free_large_bytes": free_large,
+            "quick_cached_bytes": self.quick_bytes,
             "largest_free_block_bytes": largest,
             "fragmentation": 0.0 if cached == 0 else 1.0 - largest / cached,
             "internal_waste_bytes": self.allocated - self.requested,
             "limit_bytes": self._capacity(),
             "num_segments": len(self._segments),
-            "num_free_blocks": self._small.count + self._large.count,
+            "num_free_blocks": self._small.count + self._large.count + self.quick_count,
             "num_allocs": self.num_allocs,
             "num_frees": self.num_frees,
             "cache_hits": self.cache_hits,
@@ -614,6 +701,8 @@ class CachingPool(MemoryPool):
                     entry: dict[str, Any] = {"offset": blk.offset, "size": blk.size}
                     if blk.free:
                         entry["state"] = "pending" if blk.pending else "free"
+                    elif blk.requested < 0:
+                        entry["state"] = "cached"  # whole, in the quick cache
                     else:
                         entry["state"] = "active"
                         entry["requested"] = blk.requested

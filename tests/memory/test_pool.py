@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dsrt
-from dsrt._memory_pool import LARGE_ROUND, SMALL_MAX
+from dsrt._memory_pool import LARGE_ROUND, QUICK_BLOCKS, SMALL_MAX
 from dsrt.errors import DsrtOutOfMemoryError, OutOfMemoryError
 from dsrt.memory import ALIGNMENT, CachingPool, create_pool
 
@@ -63,7 +63,7 @@ def test_cache_hit_reuses_memory_without_raw_allocation(fake):
 
 
 def test_free_neighbours_coalesce(fake):
-    pool = make(fake)
+    pool = make(fake, quick_blocks=0)
     blocks = [pool.allocate(4096) for _ in range(3)]
     seg = blocks[0].pool_data.segment
     assert all(b.pool_data.segment is seg for b in blocks)
@@ -76,7 +76,7 @@ def test_free_neighbours_coalesce(fake):
 
 
 def test_snapshot_and_fragmentation_figure(fake):
-    pool = make(fake)
+    pool = make(fake, quick_blocks=0)
     keep = [pool.allocate(4096) for _ in range(8)]
     for a in keep[::2]:
         a.release()
@@ -88,6 +88,34 @@ def test_snapshot_and_fragmentation_figure(fake):
     s = pool.stats()
     assert 0.0 < s["fragmentation"] < 1.0
     assert s["largest_free_block_bytes"] < s["cached_free_bytes"]
+
+
+def test_quick_cache_reuses_a_freed_block_whole_and_merges_it_back_before_growing(fake):
+    pool = make(fake)
+    keep = pool.allocate(1 << 20)  # reserves enough that the cache's byte budget (1/32) is not the limit
+    temp = pool.allocate(3000)
+    where = (temp.pool_data.segment, temp.offset)
+    temp.release()
+    assert sum(b["state"] == "cached" for seg in pool.snapshot() for b in seg["blocks"]) == 1
+    again = pool.allocate(2900)  # same rounded size (3072 bytes): the same block, whole
+    assert (again.pool_data.segment, again.offset) == where
+    again.release()
+    # Only the QUICK_BLOCKS most recent frees wait; older ones are merged back at once.
+    temps = [pool.allocate(1024) for _ in range(QUICK_BLOCKS + 3)]
+    offsets = [t.offset for t in temps]
+    for t in temps:
+        t.release()
+    cached = sorted(b["offset"] for seg in pool.snapshot() for b in seg["blocks"] if b["state"] == "cached")
+    assert cached == sorted(offsets[3:]) and pool.stats()["quick_cached_bytes"] == QUICK_BLOCKS * 1024
+    # A request that fits only once the cached blocks are merged back must not grow the pool.
+    raw = pool.stats()["segment_allocs"]
+    small_segment_free = max(b["size"] for seg in pool.snapshot() if seg["pool"] == "small"
+                             for b in seg["blocks"] if b["state"] == "free")
+    big = pool.allocate(small_segment_free + 1024)
+    assert pool.stats()["segment_allocs"] == raw and pool.stats()["quick_cached_bytes"] == 0
+    del big, keep
+    pool.empty_cache()
+    assert pool.stats()["reserved_bytes"] == 0
 
 
 def test_small_blocks_do_not_share_large_segments(fake):
