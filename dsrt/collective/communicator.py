@@ -628,10 +628,13 @@ class Communicator:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Finish pending asynchronous work and free MPI resources."""
+        """Finish pending asynchronous work and free the transports' resources (MPI, vendor libraries)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        intra_close = getattr(self.intra, "close", None)
+        if intra_close is not None:
+            intra_close()
         if self.inter is not None:
             self.inter.close()
 

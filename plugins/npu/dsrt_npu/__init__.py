@@ -11,7 +11,7 @@ from typing import Any
 import dsrt
 from dsrt.hookspecs import BackendSpec
 
-__all__ = ["dsrt_register_backends", "probe"]
+__all__ = ["dsrt_register_backends", "dsrt_register_transports", "probe"]
 
 
 def probe(runtime: Any) -> list[Any]:
@@ -21,6 +21,16 @@ def probe(runtime: Any) -> list[Any]:
 
     install, acl = detect()
     return [NpuDevice(acl, i) for i in install.devices]
+
+
+@dsrt.hookimpl
+def dsrt_register_transports() -> list[Any]:
+    from dsrt.collective import TransportSpec
+
+    from .hccl import HcclTransport, hccl_applies
+
+    return [TransportSpec(name="hccl", kind="intra", applies=hccl_applies, factory=HcclTransport, priority=10,
+                          description="HCCL among the Ascend NPUs of one process (libhccl.so through ctypes)")]
 
 
 @dsrt.hookimpl

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import threading
 from collections import deque
 from typing import Any
 
@@ -43,6 +44,14 @@ class _State:
         self.inject: dict[str, int] = {}
         self.calls: list[str] = []
         self.ids = itertools.count(1)
+        # Bookkeeping for emulated libraries sharing this ACL (the emulated hccl): which device a
+        # context and a stream belong to, and each thread's current context (ACL's is per thread).
+        self.context_devices: dict[int, int] = {}
+        self.stream_devices: dict[int, int | None] = {}
+        self.thread_contexts: dict[int, Any] = {}
+        # Opt-in: a polled event first runs its stream's queued work up to it, as a real device would
+        # have progressed on its own by then (for callers that poll, like the collective communicator).
+        self.progress_on_query = False
 
 
 state = _State()
@@ -157,6 +166,8 @@ def create_context(device_id: int) -> tuple[int, int]:
     ctx = next(state.ids)
     state.contexts.add(ctx)
     state.current_context = ctx
+    state.context_devices[ctx] = device_id
+    state.thread_contexts[threading.get_ident()] = ctx
     return ctx, _failed("rt.create_context")
 
 
@@ -165,6 +176,7 @@ def set_context(ctx: int) -> int:
     if ctx not in state.contexts:
         return 107002
     state.current_context = ctx
+    state.thread_contexts[threading.get_ident()] = ctx
     return _SUCCESS
 
 
@@ -247,6 +259,7 @@ def _enqueue(stream: int, fn) -> None:
 def create_stream() -> tuple[int, int]:
     _require_context()
     s = next(state.ids)
+    state.stream_devices[s] = state.context_devices.get(state.current_context)
     state.streams[s] = deque()
     state.executed[s] = 0
     state.enqueued[s] = 0
@@ -284,6 +297,11 @@ def record_event(event: int, stream: int) -> int:
 @_rt
 def query_event_status(event: int) -> tuple[int, int]:
     stream, position = state.events[event]
+    if state.progress_on_query:
+        queue = state.streams[stream]
+        while state.executed[stream] < position and queue:
+            queue.popleft()()
+            state.executed[stream] += 1
     return (1 if state.executed[stream] >= position else 0), _SUCCESS
 
 
@@ -359,3 +377,35 @@ def execute_v2(name: str, in_desc: list, in_buf: list, out_desc: list, out_buf: 
         raise AssertionError(f"emulated acl: unknown operator {name}")
     _enqueue(stream, run)
     return _SUCCESS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers for emulated libraries that work on this ACL's memory and streams (tests/npu/emulated/hccl.py).
+
+
+def _thread_device() -> int | None:
+    """The device of the calling thread's current context (None when it never set one)."""
+    ctx = state.thread_contexts.get(threading.get_ident())
+    return None if ctx is None or ctx not in state.contexts else state.context_devices.get(ctx)
+
+
+def _stream_device(stream: int) -> int | None:
+    """The device whose context created ``stream``."""
+    assert stream in state.streams, f"emulated acl: unknown stream {stream}"
+    return state.stream_devices.get(stream)
+
+
+def _drain(stream: int) -> None:
+    """Run the work queued on ``stream`` so far, in order (what reaching this point of the stream means)."""
+    assert stream in state.streams, f"emulated acl: unknown stream {stream}"
+    queue = state.streams[stream]
+    while queue:
+        queue.popleft()()
+        state.executed[stream] += 1
+
+
+def _device_view(ptr: int, nbytes: int) -> np.ndarray:
+    """The ``nbytes`` bytes of device memory at ``ptr`` as a writable uint8 view; fails unless they lie
+    inside one allocation."""
+    assert _device_buffer(ptr, nbytes) is not None, f"emulated acl: {nbytes} bytes at {ptr:#x} are not device memory"
+    return _view(ptr, nbytes)
