@@ -38,7 +38,7 @@ def test_best_fit_heap_coalesces_and_picks_the_smallest_hole(bench) -> None:
 
 
 def test_quick_run_prints_every_figure() -> None:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quick", "--repeats", "1"],
+    out = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quick", "--repeats", "1", "--seed-sweep", "1"],
                          capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout)
     for name, trace in result["traces"].items():
@@ -46,3 +46,6 @@ def test_quick_run_prints_every_figure() -> None:
             assert {"alloc_p50_us", "alloc_p99_us", "free_p50_us", "reserved_over_requested"} <= set(trace[who]), name
         assert trace["dsrt"]["reserved_over_requested"] >= 1.0
         assert trace["best_fit_heap"]["reserved_over_requested"] >= 1.0
+    sweep = result["reserved_over_requested_over_seeds"]
+    assert set(sweep) == {f"lognormal_{n}_{who}" for n in (1000, 10000) for who in ("dsrt", "best_fit_heap")}
+    assert all(1.0 <= v["min"] <= v["median"] <= v["max"] for v in sweep.values())
