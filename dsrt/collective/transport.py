@@ -11,9 +11,12 @@ Plugins add transports through the ``dsrt_register_transports`` hook::
 
 An ``intra`` factory is called with the list of participating devices and must return an object with
 the methods of :class:`~.local.InProcessTransport` (``all_reduce``, ``reduce_scatter``,
-``all_gather``, ``reduce``, ``broadcast``, ``copy``). An ``inter`` factory is called with an mpi4py
-communicator (or ``None`` for the world) and must return an object with the methods of
-:class:`~.mpi.MpiTransport`.
+``all_gather``, ``reduce``, ``broadcast``, ``copy``), and may have ``close()`` (the communicator
+calls it when it closes: free vendor communicators there). An ``inter`` factory is called with an
+mpi4py communicator (or ``None`` for the world) and must return an object with the methods of
+:class:`~.mpi.MpiTransport`; it may add ``all_reduce_small(send, recv, kernel, deadline, describe)``,
+the latency path the communicator takes for small, non-deterministic all-reduces of host memory
+(``describe()`` builds the operation's name only when an error needs it).
 """
 
 from __future__ import annotations
