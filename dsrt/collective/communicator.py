@@ -9,7 +9,10 @@ Algorithms: among the devices of one process, the size/shape rule of :mod:`.algo
 ranks, all-reduce is hierarchical: reduce-scatter within the process, an all-reduce over MPI of each
 shard by the device that owns it (shard boundaries are the union of every rank's, so ranks with
 different device counts still line up and no single root is involved), then all-gather within the
-process. Deterministic mode reduces every element as a fold in a fixed order: within a process in
+process. With one device per rank, an inter transport with device collectives (``device_all_reduce``,
+``device_broadcast``; see :mod:`.transport`) works on the device arrays directly, e.g. HCCL for NPUs,
+and ``last_algorithm`` is the name it returns; otherwise the arrays are staged through host memory for
+MPI. Deterministic mode reduces every element as a fold in a fixed order: within a process in
 device order, then across ranks in rank order; results are bit-identical run to run and whichever
 algorithm is chosen.
 
@@ -76,6 +79,8 @@ class Communicator:
     - ``deterministic``: fixed reduction order (see the module docstring).
     - ``algorithm``: ``auto``, ``ring``, ``tree`` or ``recursive_doubling`` (within the process).
     - ``transport``: the name of the intra-process transport to use (default: highest priority).
+    - ``inter_transport``: the name of the transport between ranks (default: highest priority
+      applicable, e.g. ``"hccl-mpi"`` for NPUs; ``"mpi"`` stages every array through host memory).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class Communicator:
         deterministic: bool = False,
         algorithm: str = "auto",
         transport: str | None = None,
+        inter_transport: str | None = None,
     ) -> None:
         if runtime is None:
             from ..runtime import default_runtime
@@ -112,13 +118,17 @@ class Communicator:
             mpi = launched_by_mpiexec() and mpi_available()
         if mpi is not False and mpi is not None:
             comm = None if mpi is True else mpi
-            self.inter = select_transport("inter", devs, runtime).factory(comm)
+            self.inter = select_transport("inter", devs, runtime, inter_transport).factory(comm)
             self.inter.timeout = self.timeout
             if hasattr(self.inter, "setup"):
                 self.inter.setup(time.perf_counter() + self.timeout)
         self.rank = self.inter.rank if self.inter else 0
         self.size = self.inter.size if self.inter else 1
         self.local_size = len(devs)
+        # The inter transport's device collectives, if it has them (HCCL for NPUs); kept only when
+        # every rank's transport has them (agreed in _exchange_counts), so all ranks take one path.
+        self._device_all_reduce: Callable[..., str | None] | None = getattr(self.inter, "device_all_reduce", None)
+        self._device_broadcast: Callable[..., str | None] | None = getattr(self.inter, "device_broadcast", None)
         self.counts = self._exchange_counts()
         self.offsets = [int(x) for x in np.concatenate(([0], np.cumsum(self.counts)[:-1]))]
         self.world_size = int(sum(self.counts))
@@ -136,13 +146,20 @@ class Communicator:
 
     # ------------------------------------------------------------------ setup helpers
     def _exchange_counts(self) -> list[int]:
+        """Every rank's device count; also drops the device collectives unless every rank has them."""
         if self.inter is None or self.size == 1:
             return [self.local_size]
-        counts = np.zeros(self.size, np.int64)
+        mine = np.array([self.local_size, self._device_all_reduce is not None, self._device_broadcast is not None],
+                        np.int64)
+        table = np.zeros((self.size, 3), np.int64)
         self.inter.begin("communicator setup")
-        req = self.inter.comm.Iallgather(np.array([self.local_size], np.int64), counts)
+        req = self.inter.comm.Iallgather(mine, table)
         self.inter.wait([req], time.perf_counter() + self.timeout, "communicator setup")
-        return [int(c) for c in counts]
+        if not table[:, 1].all():
+            self._device_all_reduce = None
+        if not table[:, 2].all():
+            self._device_broadcast = None
+        return [int(c) for c in table[:, 0]]
 
     def locate(self, participant: int) -> tuple[int, int]:
         """``(rank, local index)`` of global participant ``participant``."""
@@ -315,6 +332,10 @@ class Communicator:
         if inter is not None:
             inter.begin(what)
         if inter is not None and self._one_device_per_rank and not plan.cast and not plan.scale:
+            if self._device_all_reduce is not None and self._device_reduce(
+                    None if outs[0] is xs[0] else self._compute_view(xs[0], plan), self._compute_view(outs[0], plan),
+                    plan, deadline, what):
+                return
             # One device on every rank: MPI reads the input and writes the output directly.
             send = self._host_bytes(xs[0]) if outs[0] is not xs[0] else None
             recv = self._host_bytes(outs[0], load=send is None)
@@ -330,12 +351,32 @@ class Communicator:
         if inter is None:
             self.last_algorithm = self.intra.all_reduce(work, plan.kernel, algorithm=self.algorithm,
                                                         deterministic=self.deterministic)
-        else:
+        elif not (self._one_device_per_rank and self._device_reduce(None, work[0], plan, deadline, what)):
             self._hierarchical(work, plan, deadline, what)
         self._sync(deadline, what)
         for w, o in zip(work, outs, strict=False):
             self._finish(w, o, plan)
         self._sync(deadline, what)
+
+    @staticmethod
+    def _compute_view(a: Array, plan: ReducePlan) -> Array:
+        """``a`` flat, its bytes seen in the plan's compute dtype (bool as uint8; no cast plans)."""
+        f = flat(a)
+        return retype(f, plan.compute) if plan.view else f
+
+    def _device_reduce(self, send: Array | None, recv: Array, plan: ReducePlan, deadline: float, what: str) -> bool:
+        """The inter transport's device all-reduce of ``send`` (None: in place) into ``recv`` (both flat, in
+        the compute dtype), waited for; False (nothing done) when there is none, in deterministic mode (a
+        vendor library does not fix its reduction order), or when it declines these arrays."""
+        run = self._device_all_reduce
+        if run is None or self.deterministic:
+            return False
+        name = run(send, recv, plan.kernel, deadline=deadline, what=what)
+        if not name:
+            return False
+        self._sync(deadline, what)
+        self.last_algorithm = name
+        return True
 
     def _hierarchical(self, work: list[Array], plan: ReducePlan, deadline: float, what: str) -> None:
         n = work[0].size
@@ -412,10 +453,12 @@ class Communicator:
             inter = self.inter if self.size > 1 else None
             if inter is not None:
                 inter.begin(what)
-                self._sync(deadline, what)
-                stage = HostStage(bufs[src], load=self.rank == root_rank)
-                inter.broadcast(stage.array.view(np.uint8), root_rank, deadline=deadline, what=what)
-                stage.store()
+                on_device = self._device_broadcast if self._one_device_per_rank else None
+                if on_device is None or not on_device(bufs[0], root_rank, deadline=deadline, what=what):
+                    self._sync(deadline, what)
+                    stage = HostStage(bufs[src], load=self.rank == root_rank)
+                    inter.broadcast(stage.array.view(np.uint8), root_rank, deadline=deadline, what=what)
+                    stage.store()
             self.intra.broadcast(bufs, src)
             self._sync(deadline, what)
             return self._same_form(x, outs)

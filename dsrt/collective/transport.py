@@ -17,6 +17,26 @@ mpi4py communicator (or ``None`` for the world) and must return an object with t
 :class:`~.mpi.MpiTransport`; it may add ``all_reduce_small(send, recv, kernel, deadline, describe)``,
 the latency path the communicator takes for small, non-deterministic all-reduces of host memory
 (``describe()`` builds the operation's name only when an error needs it).
+
+An ``inter`` transport may also offer device collectives, which the communicator uses when every rank
+has exactly one device (and, for reductions, outside deterministic mode), instead of staging the arrays
+through host memory:
+
+- ``device_all_reduce(send, recv, kernel, *, deadline, what) -> str | None``: ``recv`` := the reduction
+  over ranks of ``send`` (``None``: in place), both flat contiguous arrays on this rank's device in the
+  dtype the reduction runs in (after the plan's widening; ``avg`` arrives as ``add`` and is scaled
+  afterwards by the communicator); ``kernel`` is ``add``, ``mul``, ``maximum`` or ``minimum``.
+- ``device_broadcast(buf, root, *, deadline, what) -> str | None``: ``buf`` := rank ``root``'s ``buf``.
+
+Each returns the algorithm's name once the work is enqueued on the device's default stream in stream
+order (the communicator then waits for the stream against ``deadline``), or ``None``, having done
+nothing, when it cannot take the arrays (another device kind, a dtype or operator the library lacks);
+then the host path runs. The decision must depend only on what every rank shares (dtype, operator,
+size), so that all ranks take the same path; the communicator keeps these methods only if every rank's
+transport has them. A transport must not let a missing rank hang the device: check arrival against
+``deadline`` before enqueuing (``MpiTransport._arrive``), raising
+:class:`~dsrt.errors.CollectiveError` that names the ranks that never arrived.
+The ``hccl-mpi`` transport of the NPU plugin (``dsrt_npu.hccl_ranks``) is one.
 """
 
 from __future__ import annotations

@@ -28,9 +28,14 @@ def dsrt_register_transports() -> list[Any]:
     from dsrt.collective import TransportSpec
 
     from .hccl import HcclTransport, hccl_applies
+    from .hccl_ranks import HcclRankTransport, hccl_ranks_applies
 
     return [TransportSpec(name="hccl", kind="intra", applies=hccl_applies, factory=HcclTransport, priority=10,
-                          description="HCCL among the Ascend NPUs of one process (libhccl.so through ctypes)")]
+                          description="HCCL among the Ascend NPUs of one process (libhccl.so through ctypes)"),
+            TransportSpec(name="hccl-mpi", kind="inter", applies=hccl_ranks_applies,
+                          factory=lambda comm: HcclRankTransport(comm), priority=10,
+                          description="MPI between ranks, with HCCL all-reduce and broadcast of NPU arrays "
+                                      "(one NPU per rank; libhccl.so loaded on first use)")]
 
 
 @dsrt.hookimpl

@@ -25,6 +25,9 @@ missing. float16, bfloat16 and fp8 normally reach a transport already widened to
 communicator's plan (:mod:`dsrt.collective.ops`). Data movement (broadcast, all-gather) takes every dtype:
 those without an HCCL type move as bytes.
 
+Between processes (one NPU per MPI rank) the multi-process API is used instead: ``HcclGetRootInfo`` and
+``HcclCommInitRootInfo``, in :mod:`dsrt_npu.hccl_ranks` (the ``hccl-mpi`` inter transport).
+
 Sizes: counts are elements of the HCCL data type (not bytes); pointers are ACL device addresses.
 """
 
@@ -51,12 +54,15 @@ from .detect import find_install
 __all__ = [
     "HCCL_OPS",
     "HCCL_REDUCIBLE",
+    "HCCL_ROOT_INFO_BYTES",
     "HCCL_SUCCESS",
     "HCCL_TYPES",
     "LIBRARY",
     "RESULTS",
     "HcclError",
+    "HcclRootInfo",
     "HcclTransport",
+    "error_texts",
     "find_hccl",
     "hccl_applies",
     "load_hccl",
@@ -117,9 +123,23 @@ _NO_PROD: frozenset[np.dtype] = frozenset({dt.int16, dt.bfloat16})
 #: complex dtype -> the real dtype of its parts (sums only: addition is per part).
 _COMPLEX_PARTS: dict[np.dtype, np.dtype] = {dt.complex64: dt.float32}
 
+#: Bytes of ``HcclRootInfo`` (hccl_types.h: ``char internal[HCCL_ROOT_INFO_BYTES]``).
+HCCL_ROOT_INFO_BYTES = 4108
+
+
+class HcclRootInfo(ctypes.Structure):
+    """The opaque root information rank 0 creates (``HcclGetRootInfo``) and every rank passes to
+    ``HcclCommInitRootInfo``; moved between processes as its :data:`HCCL_ROOT_INFO_BYTES` raw bytes."""
+
+    _fields_ = [("internal", ctypes.c_char * HCCL_ROOT_INFO_BYTES)]
+
+
 _c_enum = ctypes.c_int  # C enums (HcclResult, HcclDataType, HcclReduceOp) are int-sized
 _PROTOTYPES: dict[str, list[Any]] = {
     "HcclCommInitAll": [ctypes.c_uint32, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_void_p)],
+    "HcclGetRootInfo": [ctypes.POINTER(HcclRootInfo)],
+    "HcclCommInitRootInfo": [ctypes.c_uint32, ctypes.POINTER(HcclRootInfo), ctypes.c_uint32,
+                             ctypes.POINTER(ctypes.c_void_p)],
     "HcclAllReduce": [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, _c_enum, _c_enum, ctypes.c_void_p,
                       ctypes.c_void_p],
     "HcclBroadcast": [ctypes.c_void_p, ctypes.c_uint64, _c_enum, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p],
@@ -130,6 +150,18 @@ _PROTOTYPES: dict[str, list[Any]] = {
                    ctypes.c_void_p, ctypes.c_void_p],
     "HcclCommDestroy": [ctypes.c_void_p],
 }
+
+
+def error_texts(lib: Any, codes: Sequence[int]) -> dict[int, str]:
+    """``HcclGetErrorString`` of each code, where ``lib`` has it (empty otherwise)."""
+    fn = getattr(lib, "HcclGetErrorString", None)
+    if fn is None:
+        return {}
+    out: dict[int, str] = {}
+    for code in codes:
+        raw = fn(_c_enum(code))
+        out[code] = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+    return out
 
 
 def result_meaning(code: int) -> str:
@@ -292,14 +324,7 @@ class HcclTransport:
     # ------------------------------------------------------------------ plumbing
     def _texts(self, codes: Sequence[int]) -> dict[int, str]:
         """HcclGetErrorString of each code, where the library has it."""
-        fn = getattr(self._lib, "HcclGetErrorString", None)
-        if fn is None:
-            return {}
-        out: dict[int, str] = {}
-        for code in codes:
-            raw = fn(_c_enum(code))
-            out[code] = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
-        return out
+        return error_texts(self._lib, codes)
 
     def _round(self, call: str, args: Sequence[tuple[Any, ...]]) -> None:
         """Issue ``call(*args[rank], comm, stream)`` for every rank at once, each from its own worker thread

@@ -29,12 +29,30 @@ Semantics:
 
 ``calls`` records ``(function, rank, arguments)`` of every collective call; each is also appended to the
 acl's ``state.calls`` as ``"hccl.<function>"``, one timeline with the ACL calls.
+
+Between processes (one NPU per process, under a real mpiexec; mpi4py is imported only here):
+
+- ``HcclGetRootInfo(HcclRootInfo*)`` fills the 4108 bytes with fresh random bytes (after a marker) and
+  remembers them; ``HcclCommInitRootInfo(nRanks, HcclRootInfo*, rank, HcclComm*)`` is collective over
+  the processes of ``world`` (default COMM_WORLD): ``nRanks`` must be their number, the ranks given must
+  be 0..nRanks-1 once each, and every process's root info must be exactly the bytes the rank-0 process
+  produced (and has not used for another communicator yet), else AssertionError on every process. The
+  calling thread needs a current ACL context; its device is the communicator's.
+- ``HcclAllReduce`` and ``HcclBroadcast`` on such a communicator check their arguments like the
+  intra-process ones (same codes for count 0, unsupported reductions and bad roots; in place or disjoint
+  buffers), then run the stream's queued work so far (stream order), check that every process made the
+  same call with the same count, data type, op and root, move the data with mpi4py on a private
+  duplicate of ``world`` (reductions fold in HCCL rank order in the data type, as above) and queue the
+  write of the result on the stream. A process that waits more than ``timeout`` seconds for its peers
+  fails with AssertionError. The other collectives are not emulated for these communicators.
+- ``_inject`` works per process (``rank``: the HCCL rank of this process's communicator).
 """
 
 from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,7 +79,29 @@ OPS = {0: np.add, 1: np.multiply, 2: np.maximum, 3: np.minimum}
 _REDUCIBLE = {0, 1, 2, 3, 4, 5, 11}
 _NO_PROD = {1, 11}
 _FUNCTIONS = ("HcclCommInitAll", "HcclAllReduce", "HcclBroadcast", "HcclReduceScatter", "HcclAllGather",
-              "HcclReduce", "HcclCommDestroy", "HcclGetErrorString")
+              "HcclReduce", "HcclCommDestroy", "HcclGetErrorString", "HcclGetRootInfo", "HcclCommInitRootInfo")
+#: sizeof(HcclRootInfo) (hccl_types.h: char internal[HCCL_ROOT_INFO_BYTES], 4108).
+ROOT_INFO_BYTES = 4108
+_ROOT_MARK = b"emulated-hccl-root-info:"
+#: Call numbers in the per-collective header processes compare.
+_RANK_CALLS = {"HcclAllReduce": 1, "HcclBroadcast": 2}
+
+
+def _fold(values: list[np.ndarray], op: int, dtype: np.dtype) -> np.ndarray:
+    """``values`` combined with HcclReduceOp ``op`` in list order, every step rounded to ``dtype``."""
+    acc = values[0].copy()
+    for v in values[1:]:
+        acc = OPS[op](acc, v).astype(dtype)
+    return acc
+
+
+def _pointee(arg: Any, size: int, what: str) -> Any:
+    """The object a ctypes pointer argument points to, which must be ``size`` bytes."""
+    assert isinstance(arg, ctypes._Pointer), \
+        f"emulated hccl: {what} must be a ctypes pointer, got {type(arg).__name__} {arg!r}"
+    assert ctypes.sizeof(arg._type_) == size, \
+        f"emulated hccl: {what} points to {ctypes.sizeof(arg._type_)} bytes, expected {size}"
+    return arg.contents
 
 
 def _value(arg: Any, ctype: type, what: str) -> int:
@@ -103,6 +143,18 @@ class _Collective:
 
 
 @dataclass
+class _RankComm:
+    """One process's communicator from HcclCommInitRootInfo."""
+
+    rank: int
+    size: int
+    device: int
+    mpi: Any  # private duplicate of the world communicator (owned)
+    order: list[int]  # order[hccl rank] = that process's rank in ``mpi``
+    alive: bool = True
+
+
+@dataclass
 class _Group:
     devices: list[int]
     comms: list[int]
@@ -114,9 +166,13 @@ class _Group:
 class EmulatedHccl:
     """libhccl over the emulated ``acl`` module given (see the module docstring)."""
 
-    def __init__(self, acl: Any, *, timeout: float = 10.0) -> None:
+    def __init__(self, acl: Any, *, timeout: float = 10.0, world: Any = None) -> None:
         self.acl = acl
         self.timeout = timeout
+        self._world = world
+        self._rank_comms: dict[int, _RankComm] = {}
+        #: Root infos this process made with HcclGetRootInfo and no communicator has used yet.
+        self.root_infos: list[bytes] = []
         self.calls: list[tuple[str, int, dict[str, Any]]] = []
         self.inject: dict[str, tuple[int, int | None]] = {}
         self._cond = threading.Condition()
@@ -163,6 +219,12 @@ class EmulatedHccl:
             self.acl.state.calls.append("hccl.HcclCommDestroy")
             if (injected := self.inject.pop("HcclCommDestroy", None)) is not None:
                 return injected[0]
+            rc = self._rank_comms.get(handle)
+            if rc is not None:
+                assert rc.alive, f"emulated hccl: HcclComm {handle:#x} was destroyed"
+                rc.alive = False
+                rc.mpi.Free()
+                return SUCCESS
             group, rank = self._group(handle)
             group.alive[rank] = False
             return SUCCESS
@@ -172,6 +234,9 @@ class EmulatedHccl:
         return (_NAMES.get(c, "HCCL_E_RESERVED") + " (emulated)").encode()
 
     def _group(self, handle: int) -> tuple[_Group, int]:
+        assert handle not in self._rank_comms, \
+            f"emulated hccl: HcclComm {handle:#x} is from HcclCommInitRootInfo: only HcclAllReduce and HcclBroadcast " \
+            "are emulated on it"
         found = self._comms.get(handle)
         assert found is not None, f"emulated hccl: unknown HcclComm {handle:#x}"
         group, rank = found
@@ -182,6 +247,8 @@ class EmulatedHccl:
     def HcclAllReduce(self, send: Any, recv: Any, count: Any, dtype: Any, op: Any, comm: Any,
                       stream: Any) -> int:
         n, d, o = self._count(count), self._dtype(dtype), self._op(op)
+        if (rc := self._rank_comm(comm)) is not None:
+            return self._rank_call("HcclAllReduce", rc, stream, (n, d, o, 0), send, recv, reduce=(d, o))
         return self._call("HcclAllReduce", comm, stream, (n, d, o), send, recv, n, n, reduce=(d, o))
 
     def HcclReduce(self, send: Any, recv: Any, count: Any, dtype: Any, op: Any, root: Any,
@@ -193,6 +260,8 @@ class EmulatedHccl:
     def HcclBroadcast(self, buf: Any, count: Any, dtype: Any, root: Any, comm: Any, stream: Any) -> int:
         n, d = self._count(count), self._dtype(dtype)
         r = _unsigned(root, ctypes.c_uint32, 32, "root")
+        if (rc := self._rank_comm(comm)) is not None:
+            return self._rank_call("HcclBroadcast", rc, stream, (n, d, -1, r), buf, buf, root=r)
         return self._call("HcclBroadcast", comm, stream, (n, d, r), buf, buf, n, n, root=r)
 
     def HcclReduceScatter(self, send: Any, recv: Any, recv_count: Any, dtype: Any, op: Any, comm: Any,
@@ -330,10 +399,7 @@ class EmulatedHccl:
             return self.acl._device_view(ptr, n * dtype.itemsize).view(dtype).copy()
 
         def fold(values: list[np.ndarray], op: int) -> np.ndarray:
-            acc = values[0].copy()
-            for v in values[1:]:
-                acc = OPS[op](acc, v).astype(dtype)
-            return acc
+            return _fold(values, op, dtype)
 
         results: dict[int, np.ndarray] = {}
         if coll.call == "HcclAllReduce":
@@ -360,3 +426,138 @@ class EmulatedHccl:
         def write() -> None:
             self.acl._device_view(ptr, value.nbytes)[...] = value.view(np.uint8).reshape(-1)
         return write
+
+    # ------------------------------------------------------------------ between processes
+    def _mpi(self) -> tuple[Any, Any]:
+        """``(MPI, world)``: mpi4py, imported on first use, and the process group of rank communicators."""
+        from mpi4py import MPI
+
+        if self._world is None:
+            self._world = MPI.COMM_WORLD
+        return MPI, self._world
+
+    def _poll(self, reqs: list[Any], what: str) -> None:
+        """Wait for mpi4py requests up to ``timeout`` seconds, then fail loudly."""
+        MPI, _ = self._mpi()
+        deadline = time.monotonic() + self.timeout
+        while not MPI.Request.Testall(reqs):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"emulated hccl: {what}: waited {self.timeout} s for the other processes "
+                                     "(a rank that never made the call: nothing guarded against it)")
+            time.sleep(0.0002)
+
+    def _rank_comm(self, comm: Any) -> _RankComm | None:
+        rc = self._rank_comms.get(_value(comm, ctypes.c_void_p, "comm"))
+        assert rc is None or rc.alive, "emulated hccl: HcclComm was destroyed"
+        return rc
+
+    def HcclGetRootInfo(self, root_info: Any) -> int:
+        target = _pointee(root_info, ROOT_INFO_BYTES, "rootInfo")
+        with self._cond:
+            self.acl.state.calls.append("hccl.HcclGetRootInfo")
+            if (injected := self.inject.pop("HcclGetRootInfo", None)) is not None:
+                return injected[0]
+            assert self.acl._thread_device() is not None, \
+                "emulated hccl: HcclGetRootInfo from a thread without a current ACL context"
+            data = _ROOT_MARK + os.urandom(ROOT_INFO_BYTES - len(_ROOT_MARK))
+            ctypes.memmove(ctypes.addressof(target), data, ROOT_INFO_BYTES)
+            self.root_infos.append(data)
+            return SUCCESS
+
+    def HcclCommInitRootInfo(self, n_ranks: Any, root_info: Any, rank: Any, comm: Any) -> int:
+        n = _unsigned(n_ranks, ctypes.c_uint32, 32, "nRanks")
+        r = _unsigned(rank, ctypes.c_uint32, 32, "rank")
+        got = ctypes.string_at(ctypes.addressof(_pointee(root_info, ROOT_INFO_BYTES, "rootInfo")), ROOT_INFO_BYTES)
+        out = _pointee(comm, ctypes.sizeof(ctypes.c_void_p), "comm")
+        assert isinstance(out, ctypes.c_void_p), f"emulated hccl: comm must point to an HcclComm, got {out!r}"
+        with self._cond:
+            self.acl.state.calls.append("hccl.HcclCommInitRootInfo")
+            if (injected := self.inject.pop("HcclCommInitRootInfo", None)) is not None:
+                return injected[0]
+            device = self.acl._thread_device()
+            assert device is not None, "emulated hccl: HcclCommInitRootInfo from a thread without a current ACL context"
+            if n == 0 or r >= n:
+                return E_PARA
+            _MPI, world = self._mpi()
+            assert n == world.Get_size(), f"emulated hccl: nRanks={n}, but {world.Get_size()} processes take part"
+            private, req = world.Idup()
+            self._poll([req], "HcclCommInitRootInfo (duplicating the process group)")
+            made = self.root_infos[-1] if r == 0 and self.root_infos else bytes(ROOT_INFO_BYTES)
+            mine = np.frombuffer(np.array([r, n, r == 0 and bool(self.root_infos)], np.int64).tobytes()
+                                 + got + made, np.uint8)
+            table = np.empty((n, mine.size), np.uint8)
+            self._poll([private.Iallgather(mine, table)], "HcclCommInitRootInfo")
+            heads = table[:, :24].copy().view(np.int64)
+            ranks = [int(h[0]) for h in heads]
+            assert sorted(ranks) == list(range(n)) and all(int(h[1]) == n for h in heads), \
+                f"emulated hccl: HcclCommInitRootInfo ranks {ranks} / nRanks {[int(h[1]) for h in heads]}"
+            root = ranks.index(0)
+            assert heads[root][2], "emulated hccl: rank 0 never called HcclGetRootInfo (or used its root info up)"
+            produced = table[root, 24 + ROOT_INFO_BYTES:].tobytes()
+            wrong = [ranks[p] for p in range(n) if table[p, 24:24 + ROOT_INFO_BYTES].tobytes() != produced]
+            if wrong:
+                private.Free()
+                raise AssertionError(f"emulated hccl: HcclCommInitRootInfo on rank(s) {wrong} got a root info that is not "
+                                     "the one rank 0's HcclGetRootInfo produced")
+            if r == 0:
+                self.root_infos.pop()  # one communicator per root info
+            handle = next(self._handles) * 0x100
+            order = [ranks.index(k) for k in range(n)]
+            self._rank_comms[handle] = _RankComm(r, n, device, private, order)
+            out.value = handle
+            return SUCCESS
+
+    def _rank_call(self, call: str, rc: _RankComm, stream: Any, params: tuple[int, int, int, int], send: Any,
+                   recv: Any, *, reduce: tuple[int, int] | None = None, root: int | None = None) -> int:
+        """One process's collective on a rank communicator; ``params`` = (count, dtype, op or -1, root)."""
+        s = _value(stream, ctypes.c_void_p, "stream")
+        send_ptr = _value(send, ctypes.c_void_p, "send buffer")
+        recv_ptr = _value(recv, ctypes.c_void_p, "recv buffer")
+        with self._cond:
+            self.calls.append((call, rc.rank, {"params": params, "send": send_ptr, "recv": recv_ptr, "stream": s}))
+            self.acl.state.calls.append(f"hccl.{call}")
+            here = self.acl._thread_device()
+            assert here == rc.device, (f"emulated hccl: {call} for rank {rc.rank} (device {rc.device}) issued from a "
+                                       f"thread whose current ACL context is {'none' if here is None else f'on device {here}'}")
+            assert s in self.acl.state.streams, f"emulated hccl: {call}: unknown stream {s}"
+            assert self.acl._stream_device(s) == rc.device, \
+                f"emulated hccl: {call}: stream {s} is not a stream of device {rc.device}"
+            count, dtype_code = params[0], params[1]
+            if count == 0:
+                return E_PARA
+            if reduce is not None and (reduce[0] not in _REDUCIBLE or (reduce[1] == 1 and reduce[0] in _NO_PROD)):
+                return E_NOT_SUPPORT
+            if root is not None and root >= rc.size:
+                return E_PARA
+            if not send_ptr or not recv_ptr:
+                return E_PTR
+            dtype = DTYPES[dtype_code]
+            nbytes = count * dtype.itemsize
+            self.acl._device_view(send_ptr, nbytes)  # asserts both lie in device memory
+            self.acl._device_view(recv_ptr, nbytes)
+            assert send_ptr == recv_ptr or send_ptr + nbytes <= recv_ptr or recv_ptr + nbytes <= send_ptr, \
+                f"emulated hccl: {call}: send and receive buffers overlap"
+            injected = self.inject.get(call)
+            if injected is not None and injected[1] in (None, rc.rank):
+                del self.inject[call]
+                return injected[0]
+            self.acl._drain(s)  # stream order: what was queued before this call has landed
+            head = np.array([_RANK_CALLS[call], *params], np.int64)
+            heads = np.empty((rc.size, head.size), np.int64)
+            self._poll([rc.mpi.Iallgather(head, heads)], call)
+            by_rank = [heads[rc.order[k]] for k in range(rc.size)]
+            assert all(np.array_equal(h, by_rank[0]) for h in by_rank), \
+                f"emulated hccl: processes disagree on the collective: (call, count, dtype, op, root) by rank {by_rank}"
+            data = self.acl._device_view(send_ptr, nbytes).copy()
+            if call == "HcclAllReduce":
+                table = np.empty((rc.size, nbytes), np.uint8)
+                self._poll([rc.mpi.Iallgather(data, table)], call)
+                result = _fold([table[rc.order[k]].view(dtype) for k in range(rc.size)], params[2], dtype)
+            elif call == "HcclBroadcast":
+                assert root is not None
+                self._poll([rc.mpi.Ibcast(data, root=rc.order[root])], call)
+                result = data.view(dtype)
+            else:
+                raise AssertionError(f"emulated hccl: no semantics for {call} between processes")
+            self.acl._enqueue(s, self._writer(recv_ptr, np.ascontiguousarray(result)))
+            return SUCCESS
