@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,29 +22,10 @@ from dsrt.collective import Communicator
 from dsrt.collective.ops import reference
 from dsrt_cpu.device import CpuDevice
 
-TOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float8_e4m3fn": 0.13, "float8_e5m2": 0.26, "float32": 1e-5,
-       "float64": 1e-12, "complex64": 1e-5, "complex128": 1e-12}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mpi_common import contribution, matches, run_worker
+
 OPS = ("sum", "prod", "min", "max", "avg")
-
-
-def data(g: int, dtype: np.dtype, n: int, op: str) -> np.ndarray:
-    rng = np.random.default_rng(1000 + g)
-    if dtype == dt.bool_:
-        return rng.random(n) < 0.5
-    if dtype.kind in "iu":
-        lo, hi = (1, 3) if op == "prod" else (0, 20)
-        return rng.integers(lo, hi, n).astype(dtype)
-    x = rng.uniform(0.5, 1.5, n) if op == "prod" else rng.uniform(-4, 4, n)
-    if dtype.kind == "c":
-        x = x + 1j * rng.uniform(-1, 1, n)
-    return x.astype(dtype)
-
-
-def close(got: np.ndarray, ref: np.ndarray, name: str) -> bool:
-    if name not in TOL:
-        return bool(np.array_equal(got, ref))
-    g, r = got.astype(np.complex128), ref.astype(np.complex128)
-    return bool(np.all(np.abs(g - r) <= TOL[name] * (np.abs(r) + 1)))
 
 
 def main() -> int:
@@ -92,41 +73,41 @@ def main() -> int:
     for name, dtype in dt.STANDARD_DTYPES.items():
         for op in OPS:
             try:
-                ref = reference(op, [data(g, dtype, n, op) for g in range(P)])
+                ref = reference(op, [contribution(g, dtype, n, op) for g in range(P)])
             except dsrt.ConfigurationError:
                 continue  # undefined (max of complex, avg of ints)
-            xs = [d.asarray(data(base + j, dtype, n, op)) for j, d in enumerate(devs)]
+            xs = [d.asarray(contribution(base + j, dtype, n, op)) for j, d in enumerate(devs)]
             if (name, op) in (("float32", "sum"), ("bfloat16", "avg")):
                 outs = [d.empty((n,), dtype) for d in devs]
                 comm.all_reduce(xs, op, out=outs)
-                check(all(np.array_equal(x.numpy(), data(base + j, dtype, n, op)) for j, x in enumerate(xs)),
+                check(all(np.array_equal(x.numpy(), contribution(base + j, dtype, n, op)) for j, x in enumerate(xs)),
                       f"all_reduce out-of-place modified input {name}")
                 xs = outs
             else:
                 comm.all_reduce(xs, op)
-            check(all(close(x.numpy(), ref, name) for x in xs), f"all_reduce {op} {name}")
+            check(all(matches(x.numpy(), ref, name) for x in xs), f"all_reduce {op} {name}")
     for name in ("float32", "int32", "bfloat16", "bool", "float8_e4m3fn"):
         dtype = dt.STANDARD_DTYPES[name]
-        inputs = [data(g, dtype, n, "sum") for g in range(P)]
+        inputs = [contribution(g, dtype, n, "sum") for g in range(P)]
         mine = [inputs[base + j] for j in range(L)]
         root = P - 1
         xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
         comm.reduce(xs, root, "max" if name != "bool" else "min")
         if comm.locate(root)[0] == rank:
             ref = reference("max" if name != "bool" else "min", inputs)
-            check(close(xs[comm.locate(root)[1]].numpy(), ref, name), f"reduce {name}")
+            check(matches(xs[comm.locate(root)[1]].numpy(), ref, name), f"reduce {name}")
         xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
         comm.broadcast(xs, 1)
         check(all(np.array_equal(x.numpy(), inputs[1]) for x in xs), f"broadcast {name}")
         xs = [d.asarray(m) for d, m in zip(devs, mine, strict=False)]
         got = comm.all_gather(xs)
         check(all(np.array_equal(g.numpy(), np.stack(inputs)) for g in got), f"all_gather {name}")
-        big = [data(g, dtype, 3 * P, "sum") for g in range(P)]
+        big = [contribution(g, dtype, 3 * P, "sum") for g in range(P)]
         ref = reference("sum", big)
         got = comm.reduce_scatter([d.asarray(big[base + j]) for j, d in enumerate(devs)], "sum")
-        check(all(close(g.numpy(), ref[(base + j) * 3:(base + j + 1) * 3], name) for j, g in enumerate(got)),
+        check(all(matches(g.numpy(), ref[(base + j) * 3:(base + j + 1) * 3], name) for j, g in enumerate(got)),
               f"reduce_scatter {name}")
-        blocks = [data(g, dtype, 2 * P, "sum").reshape(P, 2) for g in range(P)]
+        blocks = [contribution(g, dtype, 2 * P, "sum").reshape(P, 2) for g in range(P)]
         got = comm.all_to_all([d.asarray(blocks[base + j]) for j, d in enumerate(devs)])
         check(all(np.array_equal(g.numpy(), np.stack([blocks[p][base + j] for p in range(P)]))
                   for j, g in enumerate(got)), f"all_to_all {name}")
@@ -134,7 +115,7 @@ def main() -> int:
     results = []
     for algo in ("ring", "tree", "recursive_doubling", "ring"):
         dcomm = Communicator(devs, runtime=rt, mpi=True, timeout=30.0, deterministic=True, algorithm=algo)
-        xs = [d.asarray(data(base + j, dt.float32, 100003, "sum")) for j, d in enumerate(devs)]
+        xs = [d.asarray(contribution(base + j, dt.float32, 100003, "sum")) for j, d in enumerate(devs)]
         dcomm.all_reduce(xs)
         results.append(xs[0].numpy())
         dcomm.close()
@@ -191,9 +172,4 @@ def lean_checks(rt: dsrt.Runtime, size: int, rank: int, check: Any) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # noqa: BLE001 - report, then leave without MPI_Finalize hanging
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(3)
+    run_worker(main)

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mpi_common import mpiexec_or_skip
 
 pytestmark = pytest.mark.mpi
 
 WORKER = Path(__file__).with_name("mpi_worker.py")
 
 
-def _mpiexec() -> str:
-    found = Path(sys.executable).with_name("mpiexec")
-    exe = str(found) if found.exists() else shutil.which("mpiexec")
-    if exe is None:
-        pytest.skip("mpiexec not found (pip install dsrt[mpi])")
-    pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install dsrt[mpi])")
-    return exe
-
-
 def _run(n: int, *args: str, timeout: float = 90) -> list[dict]:
-    cmd = [_mpiexec(), "--allow-run-as-root", "--oversubscribe", "-n", str(n), sys.executable, str(WORKER), *args]
+    cmd = [mpiexec_or_skip(), "--allow-run-as-root", "--oversubscribe", "-n", str(n), sys.executable, str(WORKER), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == (n if not args else n - 1), proc.stdout + proc.stderr

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,9 @@ REPO = HERE.parents[1]
 TYPE = {"int8": 0, "int16": 1, "int32": 2, "float16": 3, "float32": 4, "int64": 5, "uint8": 7, "float64": 10,
         "bfloat16": 11}
 OP = {"sum": 0, "avg": 0, "prod": 1, "max": 2, "min": 3}
-TOL = {"float16": 2e-3, "float32": 1e-5, "float64": 1e-12, "complex64": 1e-5}
+
+sys.path.insert(0, str(HERE.parent))
+from mpi_common import contribution, matches, run_worker  # noqa: E402 - after the path is set
 
 
 def stand_up(base: Path, rank: int, kernels: str) -> tuple[Any, Any, Any]:
@@ -66,29 +67,6 @@ def stand_up(base: Path, rank: int, kernels: str) -> tuple[Any, Any, Any]:
     path = rt.device("npu:0").info.properties["kernel_path"]
     assert (path == "torch_npu") == (kernels == "torch"), path
     return rt, lib, acl
-
-
-def data(g: int, dtype: np.dtype, n: int, op: str) -> np.ndarray:
-    """Rank ``g``'s contribution (small integers for products, so nothing overflows)."""
-    rng = np.random.default_rng(500 + g)
-    if dtype == np.bool_:
-        return rng.random(n) < 0.5
-    if dtype.kind in "iu":
-        lo, hi = (1, 3) if op == "prod" else (0, 40)
-        return rng.integers(lo, hi, n).astype(dtype)
-    x = rng.uniform(0.5, 1.5, n) if op == "prod" else rng.uniform(-4, 4, n)
-    if dtype.kind == "c":
-        x = x + 1j * rng.uniform(-1, 1, n)
-    return x.astype(dtype)
-
-
-def close(got: np.ndarray, ref: np.ndarray, name: str) -> bool:
-    if got.dtype != ref.dtype:
-        return False
-    if name not in TOL:
-        return bool(np.array_equal(got, ref))
-    g, r = got.astype(np.complex128), ref.astype(np.complex128)
-    return bool(np.all(np.abs(g - r) <= TOL[name] * (np.abs(r) + 1)))
 
 
 def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, Any]:
@@ -130,7 +108,7 @@ def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, A
             plan = plan_reduction(op, dtype)
         except dsrt.ConfigurationError:
             continue  # avg of integers is undefined
-        contributions = [data(g, dtype, n, op) for g in range(size)]
+        contributions = [contribution(g, dtype, n, op, seed=500, int_high=40) for g in range(size)]
         ref = reference(op, contributions)
         needs_kernels = plan.cast or plan.scale
         for in_place in (True, False):
@@ -147,7 +125,7 @@ def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, A
                 check(kernels == "acl" and needs_kernels, f"{key}: {exc}")
                 continue
             paths[key] = comm.last_algorithm
-            check(close(got.numpy(), ref, name), f"{key}: values")
+            check(matches(got.numpy(), ref, name, same_dtype=True), f"{key}: values")
             if not in_place:
                 check(np.array_equal(x.numpy(), contributions[rank]), f"{key}: input modified")
             if (name, op) in fallbacks:
@@ -163,7 +141,7 @@ def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, A
                     check("torch.npu.synchronize" in timeline[:first], f"{key}: no torch fence before HCCL {timeline}")
     # deterministic mode keeps MPI's fixed-order fold
     dcomm = Communicator([dev], runtime=rt, mpi=True, timeout=30.0, deterministic=True)
-    contributions = [data(g, dt.float32, n, "sum") for g in range(size)]
+    contributions = [contribution(g, dt.float32, n, "sum", seed=500, int_high=40) for g in range(size)]
     x = staged(contributions[rank])
     lib.calls.clear()
     dcomm.all_reduce(x)
@@ -174,7 +152,7 @@ def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, A
     for name, code, per in (("float32", 4, 1), ("float64", 10, 1), ("bool", 0, 1), ("complex64", 0, 8)):
         dtype = dt.STANDARD_DTYPES[name]
         for root in (size - 1, 0):
-            contributions = [data(g, dtype, n, "sum") for g in range(size)]
+            contributions = [contribution(g, dtype, n, "sum", seed=500, int_high=40) for g in range(size)]
             x = staged(contributions[rank])
             lib.calls.clear()
             got = comm.broadcast(x, root)
@@ -183,7 +161,7 @@ def checks(rt: Any, lib: Any, kernels: str, rank: int, size: int) -> dict[str, A
     # a rank without an NPU: its transport is plain MPI, so every rank stays on MPI
     mixed = Communicator([dev if rank == 0 else rt.device("cpu:0")], runtime=rt, mpi=True, timeout=10.0)
     check(mixed.inter.name == ("hccl-mpi" if rank == 0 else "mpi"), f"mixed: {mixed.inter.name}")
-    contributions = [data(g, dt.float32, n, "max") for g in range(size)]
+    contributions = [contribution(g, dt.float32, n, "max", seed=500, int_high=40) for g in range(size)]
     x = mixed.devices[0].asarray(contributions[rank])
     lib.calls.clear()
     mixed.all_reduce(x, "max")
@@ -304,9 +282,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception:  # noqa: BLE001 - report, then leave without MPI_Finalize hanging
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(3)
+    run_worker(main)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mpi_common import mpiexec_or_skip
 
 from .conftest import EMULATED
 
@@ -23,21 +23,12 @@ WORKER = Path(__file__).with_name("hccl_rank_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _mpiexec() -> str:
-    found = Path(sys.executable).with_name("mpiexec")
-    exe = str(found) if found.exists() else shutil.which("mpiexec")
-    if exe is None:
-        pytest.skip("mpiexec not found (pip install dsrt[mpi])")
-    pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install dsrt[mpi])")
-    return exe
-
-
 def _run(n: int, mode: str, kernels: str, tmp_path: Path, *, reporting: int, timeout: float = 120) -> list[dict]:
     if kernels == "torch":
         pytest.importorskip("torch", reason="the torch_npu kernel path is tested with CPU torch")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASCEND")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(EMULATED), env.get("PYTHONPATH", "")) if p)
-    cmd = [_mpiexec(), "--allow-run-as-root", "--oversubscribe", "-n", str(n), sys.executable, str(WORKER),
+    cmd = [mpiexec_or_skip(), "--allow-run-as-root", "--oversubscribe", "-n", str(n), sys.executable, str(WORKER),
            mode, kernels, str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
