@@ -2,8 +2,8 @@
 
 Run: ``mpiexec -n 4 python benchmarks/collectives.py --json`` (``--allow-run-as-root --oversubscribe``
 as root / with more ranks than cores). One CPU device per rank; float32 sum; sizes 8 B .. 256 MiB.
-For every size both paths run alternately (dsrt, mpi, dsrt, mpi...), each result is checked against
-the expected sum, and the best time per path is kept. Bus bandwidth is the nccl-tests definition:
+For every size both paths run alternately (dsrt, mpi, dsrt, mpi... ``--rounds`` times each), each result
+is checked against the expected sum, and the best time per path is kept. Bus bandwidth is the nccl-tests definition:
 ``algbw = bytes / time``, ``busbw = algbw x 2 (n-1) / n``. Rank 0 prints the JSON.
 """
 
@@ -22,6 +22,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     parser.add_argument("--max-bytes", type=int, default=256 << 20)
     parser.add_argument("--min-bytes", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating rounds per size (dsrt, mpi, dsrt, ...); the best of each path is kept")
     args = parser.parse_args()
 
     from mpi4py import MPI
@@ -46,7 +48,7 @@ def main() -> int:
         dst = rt.empty((count,), "float32")
         recv = np.empty_like(host)
         best = {"dsrt": float("inf"), "mpi": float("inf")}
-        for _round in range(2):
+        for _round in range(max(args.rounds, 1)):
             world.Barrier()
             t0 = time.perf_counter()
             for _ in range(iters):
