@@ -136,117 +136,106 @@ class CachingPool(MemoryPool):
         with self._lock:
             if self._deferred:
                 self._drain()
-            if self.quick_count and size <= QUICK_MAX:
-                quick = self._quick.get(size)
-                if quick:
-                    hit = quick.pop()
-                    self.quick_bytes -= size
-                    self.quick_count -= 1
-                    hit.requested = n
-                    hit.born = self.num_allocs
-                    a = self.allocated = self.allocated + size
-                    if a > self.peak_allocated:
-                        self.peak_allocated = a
-                    r = self.requested = self.requested + n
-                    if r > self.peak_requested:
-                        self.peak_requested = r
-                    self.num_allocs += 1
-                    alloc = Allocation(self.device, hit.segment.handle, hit.offset, n, self, stream, hit)
-                    hit.alloc_ref = weakref.ref(alloc)
-                    return alloc
-            # Inlined FreeIndex.find + remove for the common case (see _memory_blocks for the rule).
-            fl = size.bit_length() - 1
-            b = (fl << 4) | ((size >> (fl - 4)) & 15)
-            bins = index.bins
-            block = None
-            bucket = bins.get(b)
-            if bucket is not None:
-                probes = 0
-                for cand in bucket:
-                    # Best of the first few: the smallest that fits (fragments less than first-fit).
-                    if cand.size >= size and (block is None or cand.size < block.size) and (
-                            cand.pending is None or cand.usable_on(stream)):
-                        block = cand
-                    probes += 1
-                    if probes == 8:
-                        break
-            if block is None:
-                mask = index.bitmap >> (b + 1)
-                if mask:
-                    nb = b + (mask & -mask).bit_length()
-                    bucket = bins[nb]
+            block: Block | None
+            quick = self._quick.get(size) if self.quick_count else None
+            if quick:
+                block = quick.pop()  # a freed temporary of exactly this size, kept whole
+                self.quick_bytes -= size
+                self.quick_count -= 1
+            else:
+                # Inlined FreeIndex.find + remove for the common case (see _memory_blocks for the rule).
+                fl = size.bit_length() - 1
+                b = (fl << 4) | ((size >> (fl - 4)) & 15)
+                bins = index.bins
+                block = None
+                bucket = bins.get(b)
+                if bucket is not None:
                     probes = 0
                     for cand in bucket:
-                        if (block is None or cand.size < block.size) and (
+                        # Best of the first few: the smallest that fits (fragments less than first-fit).
+                        if cand.size >= size and (block is None or cand.size < block.size) and (
                                 cand.pending is None or cand.usable_on(stream)):
                             block = cand
-                            b = nb
                         probes += 1
                         if probes == 8:
                             break
-            if block is None:
-                block = index.find(size, stream)  # slower: skips bins whose blocks wait on events
                 if block is None:
-                    block = self._miss(n, size, stream, index, None)
-                self._take(block, size, index, n)
-            else:
-                rest = block.size - size
-                if rest >= ALIGNMENT:
-                    # Carve the front off; the free remainder stays in the index, re-binned only if
-                    # its size crossed a bin boundary.
-                    live = Block(block.segment, block.offset, size)
-                    prev = live.prev = block.prev
-                    if prev is None:
-                        block.segment.head = live
+                    mask = index.bitmap >> (b + 1)
+                    if mask:
+                        nb = b + (mask & -mask).bit_length()
+                        bucket = bins[nb]
+                        probes = 0
+                        for cand in bucket:
+                            if (block is None or cand.size < block.size) and (
+                                    cand.pending is None or cand.usable_on(stream)):
+                                block = cand
+                                b = nb
+                            probes += 1
+                            if probes == 8:
+                                break
+                if block is None:
+                    block = index.find(size, stream)  # slower: skips bins whose blocks wait on events
+                    if block is None:
+                        block = self._miss(n, size, stream, index, None)
+                    self._carve(block, size, index)
+                else:
+                    rest = block.size - size
+                    if rest >= ALIGNMENT:
+                        # Carve the front off; the free remainder stays in the index, re-binned only if
+                        # its size crossed a bin boundary.
+                        live = Block(block.segment, block.offset, size)
+                        prev = live.prev = block.prev
+                        if prev is None:
+                            block.segment.head = live
+                        else:
+                            prev.next = live
+                        live.next = block
+                        block.prev = live
+                        block.offset += size
+                        block.size = rest
+                        fl = rest.bit_length() - 1
+                        rb = (fl << 4) | ((rest >> (fl - 4)) & 15)
+                        index.free_bytes -= size
+                        if rb != b:
+                            # FreeIndex.resized, inlined with the old bin already known.
+                            assert bucket is not None  # the bucket the block was found in
+                            del bucket[block]
+                            if not bucket:
+                                del bins[b]
+                                index.bitmap &= ~(1 << b)
+                            target = bins.get(rb)
+                            if target is None:
+                                target = bins[rb] = {}
+                                index.bitmap |= 1 << rb
+                            target[block] = None
+                        block = live
                     else:
-                        prev.next = live
-                    live.next = block
-                    block.prev = live
-                    block.offset += size
-                    block.size = rest
-                    fl = rest.bit_length() - 1
-                    rb = (fl << 4) | ((rest >> (fl - 4)) & 15)
-                    index.free_bytes -= size
-                    if rb != b:
-                        # FreeIndex.resized, inlined with the old bin already known.
                         assert bucket is not None  # the bucket the block was found in
                         del bucket[block]
                         if not bucket:
                             del bins[b]
                             index.bitmap &= ~(1 << b)
-                        target = bins.get(rb)
-                        if target is None:
-                            target = bins[rb] = {}
-                            index.bitmap |= 1 << rb
-                        target[block] = None
-                    block = live
-                else:
-                    assert bucket is not None  # the bucket the block was found in
-                    del bucket[block]
-                    if not bucket:
-                        del bins[b]
-                        index.bitmap &= ~(1 << b)
-                    index.free_bytes -= block.size
-                    index.count -= 1
-                    block.pending = None
-                # The bookkeeping of _take, inlined: this is the cache-hit path of every launch.
-                block.free = False
-                block.requested = n
-                block.born = self.num_allocs
-                a = self.allocated = self.allocated + block.size
-                if a > self.peak_allocated:
-                    self.peak_allocated = a
-                r = self.requested = self.requested + n
-                if r > self.peak_requested:
-                    self.peak_requested = r
-                self.num_allocs += 1
+                        index.free_bytes -= block.size
+                        index.count -= 1
+                        block.pending = None
+            # The bookkeeping of _count, inlined: this is the allocation of every launch.
+            block.free = False
+            block.requested = n
+            block.born = self.num_allocs
+            a = self.allocated = self.allocated + block.size
+            if a > self.peak_allocated:
+                self.peak_allocated = a
+            r = self.requested = self.requested + n
+            if r > self.peak_requested:
+                self.peak_requested = r
+            self.num_allocs += 1
         alloc = Allocation(self.device, block.segment.handle, block.offset, n, self, stream, block)
         block.alloc_ref = weakref.ref(alloc)
         return alloc
 
-    def _take(self, block: Block, size: int, index: FreeIndex, n: int) -> None:
-        """Mark ``block`` (not in the index) live with ``size`` bytes, splitting off the rest into
-        the index, and count it. Locked."""
+    def _carve(self, block: Block, size: int, index: FreeIndex) -> None:
+        """Cut ``block`` (not in the index) down to ``size`` bytes, the rest going back into the index
+        as a free block. Locked."""
         rest = block.size - size
         if rest >= ALIGNMENT:
             tail = Block(block.segment, block.offset + size, rest)
@@ -258,8 +247,11 @@ class CachingPool(MemoryPool):
             tail.pending = block.pending
             block.size = size
             index.insert(tail)
-        block.free = False
         block.pending = None
+
+    def _count(self, block: Block, n: int) -> None:
+        """Mark ``block`` live for a request of ``n`` bytes and count it (as ``allocate`` does inline). Locked."""
+        block.free = False
         block.requested = n
         block.born = self.num_allocs
         a = self.allocated = self.allocated + block.size
@@ -556,7 +548,8 @@ class CachingPool(MemoryPool):
             block = index.find(rec.size, stream)
             if block is None:
                 block = self._miss(n, rec.size, stream, index, alloc)
-            self._take(block, rec.size, index, n)
+            self._carve(block, rec.size, index)
+            self._count(block, n)
             handle = block.segment.handle
             if n:
                 self.device._copy_in(handle, block.offset, rec.buffer[:n], stream)
