@@ -151,6 +151,7 @@ class Array:
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None, copy: Any = None) -> Any:
         self._alloc.touch()
+        self._alloc.exported = True  # foreign code holds the address now: never move or spill it
         exporter = self.device._export_dlpack(self, stream)
         kwargs: dict[str, Any] = {}
         if max_version is not None:
@@ -168,6 +169,8 @@ class Array:
         provider = getattr(self.device, "cuda_array_interface", None)
         if provider is None:
             raise AttributeError(f"arrays on {self.device.id} have no __cuda_array_interface__")
+        self._alloc.touch()
+        self._alloc.exported = True  # foreign code holds the address now: never move or spill it
         return provider(self)
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dtypes as dt
+from ._in_use import IN_USE
 from .array import contiguous_strides
 from .errors import (
     ConfigurationError,
@@ -495,6 +496,11 @@ class Device:
         out._alloc.touch()
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
+        # Listed in IN_USE while the kernel runs, so no pool moves or spills the operands under it
+        # (another thread, or the kernel itself, may allocate meanwhile).
+        held = (*inputs, out)
+        key = id(held)
+        IN_USE[key] = held
         try:
             self._launch(kernel, inputs, out, bound, s)
         except DsrtError:
@@ -504,6 +510,8 @@ class Device:
             if not isinstance(err, (KernelLaunchError, DeviceError)):
                 err = KernelLaunchError(str(err), kernel=kernel, device=self.id)
             raise err from exc
+        finally:
+            del IN_USE[key]
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
         return out

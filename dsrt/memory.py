@@ -15,10 +15,12 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from ._in_use import IN_USE, in_use
+
 if TYPE_CHECKING:
     from .device import Device, Stream
 
-__all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "create_pool"]
+__all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "IN_USE", "create_pool", "in_use"]
 
 #: Every allocation starts on a multiple of this many bytes (a cache line; enough for any dtype and
 #: for OpenCL's CL_DEVICE_MEM_BASE_ADDR_ALIGN on the devices we know).
@@ -26,19 +28,21 @@ ALIGNMENT = 256
 
 _use_clock = itertools.count(1)
 
-
 class Allocation:
     """``nbytes`` bytes at byte ``offset`` inside the raw device allocation ``handle``.
 
     ``handle`` is whatever the device's ``_allocate`` returned (a numpy buffer, a ``cl.Buffer``, a
     CUDA pointer...); it is ``None`` while the contents are spilled to another tier, and
-    ``generation`` changes whenever the bytes move, so cached native views can be rebuilt.
-    ``last_use`` is a monotonically increasing counter the pool uses for LRU spilling.
+    ``generation`` changes whenever the bytes move (a spill, or compaction), so cached native views
+    can be rebuilt. ``last_use`` is a monotonically increasing counter the pool uses for LRU
+    spilling. ``exported`` is set once the raw address has been handed to code dsrt does not control
+    (DLPack, the CUDA array interface, torch): from then on the pool never moves or spills it.
     """
 
     __slots__ = (
         "__weakref__",
         "device",
+        "exported",
         "generation",
         "handle",
         "last_use",
@@ -66,6 +70,7 @@ class Allocation:
         self.pool = pool
         self.stream = stream
         self.generation = 0
+        self.exported = False
         self.last_use = next(_use_clock)
         self.pool_data = pool_data
 

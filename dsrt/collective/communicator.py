@@ -36,6 +36,7 @@ from .. import dtypes as dt
 from ..array import Array
 from ..device import Device
 from ..errors import CollectiveError, ConfigurationError, ShapeError
+from ..memory import IN_USE, in_use
 from ..memory import _use_clock as use_clock
 from . import algorithms as alg
 from .buffers import HostStage, flat, host_view, retype, segment
@@ -202,7 +203,20 @@ class Communicator:
         synchronize_devices(self.devices, deadline, what)
 
     # ------------------------------------------------------------------ async plumbing
-    def _call(self, fn: Callable[[], Any], async_op: bool) -> Any:
+    def _call(self, fn: Callable[[], Any], async_op: bool, held: tuple[Array, ...] = ()) -> Any:
+        """Run ``fn`` now, or on the collective thread if ``async_op``, with ``held`` listed in
+        :data:`dsrt.memory.IN_USE` while it runs (no pool moves or spills them under the transport)."""
+        if held:
+            inner = fn
+
+            def fn() -> Any:
+                key = id(held)
+                IN_USE[key] = held
+                try:
+                    return inner()
+                finally:
+                    del IN_USE[key]
+
         with self._lock:
             pending = self._pending
             if async_op:
@@ -262,9 +276,21 @@ class Communicator:
                 if last.sync is not None:
                     last.sync()
                 deadline = time.perf_counter() + (self.timeout if timeout is None else float(timeout))
-                last.run(last.send, last.recv, last.kernel, deadline, last.describe)
+                # MPI reads and writes the arrays' bytes: no pool may move them meanwhile.
+                held: tuple[Any, ...] = (x, out)
+                IN_USE[id(held)] = held
+                try:
+                    last.run(last.send, last.recv, last.kernel, deadline, last.describe)
+                finally:
+                    del IN_USE[id(held)]
                 return x if out is None else out
-            if self._lean_all_reduce(x, op, out, timeout):
+            held = (x,) if out is None else (x, out)
+            IN_USE[id(held)] = held
+            try:
+                done = self._lean_all_reduce(x, op, out, timeout)
+            finally:
+                del IN_USE[id(held)]
+            if done:
                 return x if out is None else out
         xs = self._arrays(x, "all_reduce")
         outs = self._arrays(out, "all_reduce", name="out") if out is not None else xs
@@ -274,7 +300,7 @@ class Communicator:
             self._all_reduce(xs, outs, plan, self._deadline(timeout))
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     def _lean_all_reduce(self, x: Array, op: Any, out: Any, timeout: float | None) -> bool:
         """The small-message path: one host-resident device per rank, no cast, nothing pending.
@@ -433,7 +459,7 @@ class Communicator:
             self._sync(deadline, what)
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     # ------------------------------------------------------------------ broadcast
     def broadcast(self, x: ArrayArg, root: int = 0, *, out: ArrayArg | None = None, async_op: bool = False,
@@ -463,7 +489,7 @@ class Communicator:
             self._sync(deadline, what)
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     # ------------------------------------------------------------------ all_gather
     def all_gather(self, x: ArrayArg, *, out: ArrayArg | None = None, async_op: bool = False,
@@ -502,7 +528,7 @@ class Communicator:
             self._sync(deadline, what)
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     # ------------------------------------------------------------------ reduce_scatter
     def reduce_scatter(self, x: ArrayArg, op: Any = "sum", *, out: ArrayArg | None = None, async_op: bool = False,
@@ -547,7 +573,7 @@ class Communicator:
             self._sync(deadline, what)
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     # ------------------------------------------------------------------ all_to_all
     def all_to_all(self, x: ArrayArg, *, out: ArrayArg | None = None, async_op: bool = False,
@@ -606,7 +632,7 @@ class Communicator:
             self._sync(deadline, what)
             return self._same_form(x, outs)
 
-        return self._call(run, async_op)
+        return self._call(run, async_op, (*xs, *outs))
 
     # ------------------------------------------------------------------ barrier, point to point
     def barrier(self, *, async_op: bool = False, timeout: float | None = None) -> Any:
@@ -643,9 +669,10 @@ class Communicator:
             return
         deadline = self._deadline(timeout)
         self._sync(deadline, "send")
-        stage = HostStage(flat(x))
-        self.inter.send(stage.array.view(np.uint8), dst_rank, self._p2p_tag(tag, me, dst_local),
-                        deadline=deadline, what=f"send to participant {dst}")
+        with in_use((x,)):
+            stage = HostStage(flat(x))
+            self.inter.send(stage.array.view(np.uint8), dst_rank, self._p2p_tag(tag, me, dst_local),
+                            deadline=deadline, what=f"send to participant {dst}")
 
     def recv(self, x: Array, src: int, *, tag: int = 0, timeout: float | None = None) -> Array:
         """Receive into ``x`` (on one of this process's devices) from global participant ``src``."""
@@ -663,10 +690,11 @@ class Communicator:
                 raise ShapeError(f"recv: sent {got.dtype}{got.shape}, receiving into {x.dtype}{x.shape}")
             self.intra.copy(x, got)
             return x
-        stage = HostStage(flat(x), load=False)
-        self.inter.recv(stage.array.view(np.uint8), src_rank, self._p2p_tag(tag, src_local, me),
-                        deadline=deadline, what=f"recv from participant {src} (rank {src_rank})")
-        stage.store()
+        with in_use((x,)):
+            stage = HostStage(flat(x), load=False)
+            self.inter.recv(stage.array.view(np.uint8), src_rank, self._p2p_tag(tag, src_local, me),
+                            deadline=deadline, what=f"recv from participant {src} (rank {src_rank})")
+            stage.store()
         return x
 
     # ------------------------------------------------------------------ lifetime

@@ -175,6 +175,7 @@ class NpuDevice(Device):
         """
         bridge = self._need_torch("to_torch")
         a._alloc.touch()
+        a._alloc.exported = True  # torch holds the address now: the pool never moves or spills it
         self._drain_acl_stream(a._alloc.stream or self.default_stream)
         bridge.dirty = True  # the caller's torch work must land before ACL touches the bytes again
         return bridge.view(a, self._ptr(a))
