@@ -10,6 +10,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ._in_use import busy_ids
 from ._memory_blocks import Block, FreeIndex, Segment
 from ._memory_tiers import HostTiers, IdleReaper, SpillRecord
 from .device import Device
@@ -27,6 +30,7 @@ __all__ = ["CachingPool", "SMALL_MAX", "SMALL_SEGMENT", "LARGE_ROUND"]
 SMALL_MAX = 1 << 20
 SMALL_SEGMENT = 2 << 20
 SMALL_SEGMENT_MIN = 256 << 10
+_SMALL_SEGMENT_SHIFT = 4  # a new small segment is 1/16 of the bytes reserved so far
 #: Larger requests are rounded up to a multiple of this many bytes; a large segment is exactly the
 #: rounded size of the request that created it, and splits when a smaller request reuses it.
 LARGE_ROUND = 16 << 10
@@ -39,6 +43,12 @@ QUICK_MAX = 64 << 10
 QUICK_BLOCKS = 8
 #: Only temporaries are kept: blocks freed within this many allocations of their own.
 QUICK_AGE = 16
+#: Compaction looks for its window in the segments holding the largest free blocks, at most this many.
+_COMPACT_SEGMENTS = 32
+#: ... tries at most this many windows ...
+_COMPACT_ATTEMPTS = 3
+#: ... and moves at most this many times the requested bytes to open one.
+COMPACT_MAX_FACTOR = 4
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 
@@ -71,6 +81,15 @@ class CachingPool(MemoryPool):
     whole for the next request of the same rounded size (the ``quick_blocks`` most recent ones; 0
     turns it off); a miss merges every such block back before a new segment is made.
 
+    Compaction: when a small request fits no free block although enough bytes are free, and
+    growing would take reserved past ``compact_ratio`` times the bytes in use, the pool moves a few
+    live blocks (a device-side copy; the allocation's ``generation`` changes, so views are
+    rebuilt) to open a hole, instead of reserving a segment. It never moves an allocation that is
+    exported (DLPack, CUDA array interface, torch), pinned (:meth:`pinned`) or in use
+    (:func:`dsrt.memory.in_use`; every launch lists its operands there). An asynchronous device
+    is synchronised first, so it compacts only where the alternative is spilling. ``None`` turns
+    compaction off.
+
     Ownership: the pool owns every segment and spill buffer; thread-safe (one lock).
     """
 
@@ -83,6 +102,7 @@ class CachingPool(MemoryPool):
         pinned_limit: int | None = None,
         idle_shrink_s: float | None = 30.0,
         quick_blocks: int = QUICK_BLOCKS,
+        compact_ratio: float | None = 1.05,
     ) -> None:
         super().__init__(device)
         self._lock = threading.Lock()
@@ -101,6 +121,7 @@ class CachingPool(MemoryPool):
         self._sync = type(device)._query_event is Device._query_event
         self._default_stream = device.default_stream
         self.cache_slack = cache_slack
+        self.compact_ratio = compact_ratio  # None turns compaction off
         self.idle_shrink_s = idle_shrink_s
         self._idle_mark = (-1, 0.0)
         # counters (bytes unless named *_count / num_*)
@@ -110,6 +131,7 @@ class CachingPool(MemoryPool):
         self.segment_allocs = self.segment_frees = self.retries = self.ooms = 0
         self.spills = self.spilled_bytes_total = self.fetches = self.spilled_live = 0
         self.idle_trims = 0
+        self.compactions = self.moves = self.moved_bytes = 0
         self.set_limit(limit)
         if idle_shrink_s is not None:
             IdleReaper.register(self, max(idle_shrink_s / 2, 0.05))
@@ -133,7 +155,9 @@ class CachingPool(MemoryPool):
         else:
             size = (n + LARGE_ROUND - 1) & _LARGE_MASK
             index = self._large
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: half the cost on this path
+        try:
             if self._deferred:
                 self._drain()
             block: Block | None
@@ -153,9 +177,12 @@ class CachingPool(MemoryPool):
                     probes = 0
                     for cand in bucket:
                         # Best of the first few: the smallest that fits (fragments less than first-fit).
-                        if cand.size >= size and (block is None or cand.size < block.size) and (
+                        cs = cand.size
+                        if cs >= size and (block is None or cs < block.size) and (
                                 cand.pending is None or cand.usable_on(stream)):
                             block = cand
+                            if cs == size:
+                                break  # exact: nothing fits better
                         probes += 1
                         if probes == 8:
                             break
@@ -229,6 +256,8 @@ class CachingPool(MemoryPool):
             if r > self.peak_requested:
                 self.peak_requested = r
             self.num_allocs += 1
+        finally:
+            lock.release()
         alloc = Allocation(self.device, block.segment.handle, block.offset, n, self, stream, block)
         block.alloc_ref = weakref.ref(alloc)
         return alloc
@@ -408,8 +437,17 @@ class CachingPool(MemoryPool):
         if large:
             seg_size = size
         else:  # small segments grow with the pool: 1/16 of what is reserved, 256 KiB .. 2 MiB
-            seg_size = min(max(self.reserved >> 4, SMALL_SEGMENT_MIN), SMALL_SEGMENT) & _LARGE_MASK
+            seg_size = min(max(self.reserved >> _SMALL_SEGMENT_SHIFT, SMALL_SEGMENT_MIN), SMALL_SEGMENT) & _LARGE_MASK
             seg_size = max(seg_size, size)
+        if (not large and self.compact_ratio is not None and index.free_bytes >= size
+                and self.reserved + seg_size > (self.allocated + size) * self.compact_ratio
+                and (self._sync or self.reserved + seg_size > capacity)):
+            # Enough bytes are free but no hole fits: move a few live blocks to open one, rather
+            # than reserve more. Asynchronous devices must synchronise to move, so they compact
+            # only when the alternative is freeing the cache or spilling.
+            block = self._compact(size, stream, index)
+            if block is not None:
+                return block
         budget = int((self.allocated + size) * (1.0 + self.cache_slack))
         if self.reserved + seg_size > budget:
             self._trim_to(max(budget - seg_size, 0), wait=False, large=large)
@@ -437,6 +475,186 @@ class CachingPool(MemoryPool):
                 return block
         tried.append(f"spilling {format_bytes(spilled)} of least-recently-used allocations to host")
         raise self._oom(n, capacity, tried)
+
+    def _compact(self, size: int, stream: Stream, index: FreeIndex, avoid: Segment | None = None) -> Block | None:
+        """Open a free block of at least ``size`` bytes in the small pool by moving live blocks. Locked.
+
+        Looks in the segments that hold the largest free blocks for the *window* (a run of adjacent
+        blocks spanning ``size`` bytes, free ones and live ones that may move) with the fewest live
+        bytes; each live block in it moves to the best free block outside it, and the window becomes
+        one free block, returned not in the index. Returns None when no window needs fewer than
+        :data:`COMPACT_MAX_FACTOR` times ``size`` bytes moved, or when the moved blocks find no room.
+        A moved block that fits no free block opens its own window, once (``avoid`` is then the
+        segment of the outer window, where nothing may change).
+        """
+        if not self._sync and avoid is None:
+            self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
+        busy = busy_ids()
+        # A live block larger than every free block has nowhere to go, unless a nested window opens one.
+        fits = index.largest() if avoid is not None else size
+        segments: dict[int, Segment] = {}
+        bitmap = index.bitmap
+        while bitmap and len(segments) < _COMPACT_SEGMENTS:
+            top = bitmap.bit_length() - 1
+            for blk in index.bins[top]:
+                segments[id(blk.segment)] = blk.segment
+            bitmap &= ~(1 << top)
+        if avoid is not None:
+            segments.pop(id(avoid), None)
+        for _attempt in range(_COMPACT_ATTEMPTS):
+            best: tuple[int, Block, Block, list[Block]] | None = None
+            for seg in segments.values():
+                if seg.size < size:
+                    continue
+                found = self._window(seg, size, busy, fits,
+                                     size * COMPACT_MAX_FACTOR if best is None else best[0] - 1)
+                if found is not None:
+                    best = found
+                    if found[0] == 0:
+                        break
+            if best is None:
+                return None
+            opened = self._clear_window(*best[1:], stream, index, nested=avoid is not None)
+            if opened is not None:
+                self.compactions += 1
+                return opened
+            # A block found no room outside the window (its only fit was inside): try elsewhere.
+            del segments[id(best[1].segment)]
+        return None
+
+    def _clear_window(self, first: Block, last: Block, movers: list[Block], stream: Stream,
+                      index: FreeIndex, nested: bool) -> Block | None:
+        """Move ``movers`` out of the run ``first``..``last`` and merge the run into one free block,
+        returned not in the index; None (the run's free blocks back in the index) if one found no
+        room. Locked."""
+        while first.prev is not None and first.prev.free:  # free neighbours join, so runs stay merged
+            first = first.prev
+        while last.next is not None and last.next.free:
+            last = last.next
+        stop = last.next
+        blk: Block | None = first
+        while blk is not stop:  # the window's free blocks are not destinations
+            assert blk is not None
+            if blk.free:
+                index.remove(blk)
+                blk.pending = None
+            blk = blk.next
+        for mover in sorted(movers, key=lambda b: -b.size):
+            if not self._move(mover, stream, index, nested):
+                self._settle_window(first, last, index)
+                return None
+        first.size = last.offset + last.size - first.offset
+        first.next = stop
+        if stop is not None:
+            stop.prev = first
+        first.free = True
+        first.pending = None
+        return first
+
+    def _window(self, seg: Segment, size: int, busy: set[int], fits: int, budget: int
+                ) -> tuple[int, Block, Block, list[Block]] | None:
+        """In ``seg``, the run of adjacent blocks spanning at least ``size`` bytes that moves the
+        fewest live bytes (at most ``budget``), as (bytes to move, first, last, live blocks), or None.
+        Immovable blocks, and live ones over ``fits`` bytes, split the search; two pointers keep it
+        one pass. Locked."""
+        best: tuple[int, Block, Block] | None = None
+        first: Block | None = seg.head
+        span = moved = 0
+        blk: Block | None = seg.head
+        while blk is not None:
+            if not blk.free and (blk.size > fits or not self._movable(blk, busy)):
+                first = blk.next
+                span = moved = 0
+                blk = blk.next
+                continue
+            span += blk.size
+            if not blk.free:
+                moved += blk.size
+            assert first is not None
+            while span - first.size >= size:  # drop blocks from the left while the rest still spans size
+                span -= first.size
+                if not first.free:
+                    moved -= first.size
+                first = first.next
+                assert first is not None
+            if span >= size and moved <= budget and (best is None or moved < best[0]):
+                best = (moved, first, blk)
+                if moved == 0:
+                    break
+            blk = blk.next
+        if best is None:
+            return None
+        moved, first, last = best
+        movers = []
+        blk = first
+        while True:
+            assert blk is not None
+            if not blk.free:
+                movers.append(blk)
+            if blk is last:
+                break
+            blk = blk.next
+        return moved, first, last, movers
+
+    def _movable(self, blk: Block, busy: set[int]) -> bool:
+        """True if ``blk`` is live and its allocation may move: not in the quick cache, exported,
+        pinned, in use by a launch, or being freed. Locked."""
+        if blk.requested < 0 or blk.alloc_ref is None:
+            return False
+        a = blk.alloc_ref()
+        return (a is not None and a.pool is self and a.pool_data is blk and not a.exported
+                and id(a) not in self._pins and id(a) not in busy)
+
+    def _move(self, blk: Block, stream: Stream, index: FreeIndex, nested: bool) -> bool:
+        """Copy live ``blk`` into the best free block of the index (or, unless ``nested``, into a
+        window opened for it elsewhere) and point its allocation there; ``blk`` is left free, out of
+        the index. False if there is no room. Locked."""
+        dest = index.find(blk.size, stream)
+        if dest is None and not nested:
+            dest = self._compact(blk.size, stream, index, avoid=blk.segment)
+        if dest is None:
+            return False
+        self._carve(dest, blk.size, index)
+        alloc = blk.alloc_ref() if blk.alloc_ref is not None else None
+        assert alloc is not None  # checked movable just before, under the same lock
+        handle = dest.segment.handle
+        n = alloc.nbytes
+        if n:
+            target = Allocation(self.device, handle, dest.offset, n, None)
+            if not self.device._copy_between(target, alloc, n, alloc.stream or self._default_stream):
+                staged = np.empty(n, np.uint8)
+                self.device._copy_out(alloc.handle, alloc.offset, staged, stream)
+                self.device._copy_in(handle, dest.offset, staged, stream)
+            if not self._sync:
+                self.device._synchronize(alloc.stream or self._default_stream)
+        dest.free = False
+        dest.requested = blk.requested
+        dest.born = blk.born
+        dest.alloc_ref = blk.alloc_ref
+        blk.alloc_ref = None
+        blk.requested = 0
+        blk.free = True
+        alloc.handle, alloc.offset, alloc.pool_data = handle, dest.offset, dest
+        alloc.generation += 1
+        self.moves += 1
+        self.moved_bytes += blk.size
+        return True
+
+    def _settle_window(self, first: Block, last: Block, index: FreeIndex) -> None:
+        """Give a window's free blocks back to the index, merging runs of them. Locked."""
+        blk: Block | None = first
+        stop = last.next
+        while blk is not None and blk is not stop:
+            nxt = blk.next
+            if blk.free:
+                while nxt is not None and nxt is not stop and nxt.free:
+                    blk.size += nxt.size
+                    blk.next = nxt.next
+                    if nxt.next is not None:
+                        nxt.next.prev = blk
+                    nxt = blk.next
+                index.insert(blk)
+            blk = nxt
 
     def _new_segment(self, seg_size: int, large: bool, capacity: int) -> Block | None:
         """A fresh segment's only block (not in the index), or None if it does not fit. Locked."""
@@ -501,12 +719,14 @@ class CachingPool(MemoryPool):
     def _spill_candidates(self, exclude: Allocation | None) -> Iterator[Allocation]:
         """Live, device-resident, unpinned allocations, least recently used first. Locked."""
         found: list[tuple[int, Allocation]] = []
+        busy = busy_ids()
         for seg in self._segments.values():
             blk: Block | None = seg.head
             while blk is not None:
                 if not blk.free and blk.alloc_ref is not None:
                     a = blk.alloc_ref()
-                    if a is not None and a is not exclude and id(a) not in self._pins and a.pool_data is blk:
+                    if (a is not None and a is not exclude and a.pool_data is blk and not a.exported
+                            and id(a) not in self._pins and id(a) not in busy):
                         found.append((a.last_use, a))
                 blk = blk.next
         found.sort(key=lambda t: t[0])
@@ -680,6 +900,9 @@ class CachingPool(MemoryPool):
             "pinned_host_bytes": self._tiers.bytes["pinned_host"],
             "host_tier_bytes": self._tiers.bytes["host"],
             "idle_trims": self.idle_trims,
+            "compactions": self.compactions,
+            "moves": self.moves,
+            "moved_bytes": self.moved_bytes,
         }
 
     def snapshot(self) -> list[dict[str, Any]]:
