@@ -176,6 +176,14 @@ class FreeIndex:
         top = self.bitmap.bit_length() - 1
         return max(blk.size for blk in self.bins[top])
 
+    def largest_bound(self) -> int:
+        """A lower bound of the largest free block in bytes, in O(1): the smallest size its bin holds."""
+        if not self.bitmap:
+            return 0
+        b = self.bitmap.bit_length() - 1
+        fl, sl = b >> _SL_SHIFT, b & (SUBDIVISIONS - 1)
+        return (1 << fl) + (sl << (fl - _SL_SHIFT))
+
     def blocks(self) -> list[Block]:
         """Every free block (for trimming and snapshots)."""
         return [blk for bucket in self.bins.values() for blk in bucket]

@@ -44,11 +44,13 @@ QUICK_BLOCKS = 8
 #: Only temporaries are kept: blocks freed within this many allocations of their own.
 QUICK_AGE = 16
 #: Compaction looks for its window in the segments holding the largest free blocks, at most this many.
-_COMPACT_SEGMENTS = 32
+_COMPACT_SEGMENTS = 4
+#: ... opens a window of at least this many bytes ...
+COMPACT_SPAN = 256 << 10
 #: ... tries at most this many windows ...
 _COMPACT_ATTEMPTS = 3
-#: ... and moves at most this many times the requested bytes to open one.
-COMPACT_MAX_FACTOR = 4
+#: ... and moves at most this share of the window's span to open it.
+COMPACT_MAX_FACTOR = 4.0
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 
@@ -440,7 +442,7 @@ class CachingPool(MemoryPool):
             seg_size = min(max(self.reserved >> _SMALL_SEGMENT_SHIFT, SMALL_SEGMENT_MIN), SMALL_SEGMENT) & _LARGE_MASK
             seg_size = max(seg_size, size)
         if (not large and self.compact_ratio is not None and index.free_bytes >= size
-                and self.reserved + seg_size > (self.allocated + size) * self.compact_ratio
+                and self.reserved + seg_size > max(self.allocated + size, self.peak_requested) * self.compact_ratio
                 and (self._sync or self.reserved + seg_size > capacity)):
             # Enough bytes are free but no hole fits: move a few live blocks to open one, rather
             # than reserve more. Asynchronous devices must synchronise to move, so they compact
@@ -479,47 +481,70 @@ class CachingPool(MemoryPool):
     def _compact(self, size: int, stream: Stream, index: FreeIndex, avoid: Segment | None = None) -> Block | None:
         """Open a free block of at least ``size`` bytes in the small pool by moving live blocks. Locked.
 
-        Looks in the segments that hold the largest free blocks for the *window* (a run of adjacent
-        blocks spanning ``size`` bytes, free ones and live ones that may move) with the fewest live
-        bytes; each live block in it moves to the best free block outside it, and the window becomes
-        one free block, returned not in the index. Returns None when no window needs fewer than
-        :data:`COMPACT_MAX_FACTOR` times ``size`` bytes moved, or when the moved blocks find no room.
-        A moved block that fits no free block opens its own window, once (``avoid`` is then the
-        segment of the outer window, where nothing may change).
+        Looks in the few segments that hold the largest free blocks for the *window* (a run of
+        adjacent blocks, free ones and live ones that may move) spanning :data:`COMPACT_SPAN` bytes
+        or ``size`` if larger, with the fewest live bytes; each live block in it moves to the best
+        free block outside it, and the window becomes one free block, returned not in the index.
+        Returns None when no window needs fewer than :data:`COMPACT_MAX_FACTOR` times its span
+        moved, or when the moved blocks find no room. A moved block that fits no free block opens
+        its own window, once (``avoid`` is then the segment of the outer window).
         """
         if not self._sync and avoid is None:
             self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
-        busy = busy_ids()
-        # A live block larger than every free block has nowhere to go, unless a nested window opens one.
-        fits = index.largest() if avoid is not None else size
+        fits = index.largest_bound()  # a live block larger than every free block has nowhere to go...
+        if avoid is None:
+            fits = max(fits, size)  # ... unless a nested window opens one
         segments: dict[int, Segment] = {}
         bitmap = index.bitmap
         while bitmap and len(segments) < _COMPACT_SEGMENTS:
             top = bitmap.bit_length() - 1
             for blk in index.bins[top]:
-                segments[id(blk.segment)] = blk.segment
+                seg = blk.segment
+                if seg is not avoid and seg.size >= size:
+                    segments[id(seg)] = seg
             bitmap &= ~(1 << top)
-        if avoid is not None:
-            segments.pop(id(avoid), None)
+        # Open more than asked (unless nested), so the next few misses find room without moving:
+        # up to COMPACT_SPAN bytes, or the whole segment if smaller. Windows compare by the share
+        # of their span that must move.
+        span = size if avoid is not None else min(COMPACT_SPAN, self.reserved >> 5)
+        barriers: set[int] = set()
+        busy: set[int] | None = None
         for _attempt in range(_COMPACT_ATTEMPTS):
-            best: tuple[int, Block, Block, list[Block]] | None = None
+            best: tuple[float, Block, Block] | None = None
             for seg in segments.values():
-                if seg.size < size:
+                want = max(size, min(span, seg.size))
+                if seg.size < want:
                     continue
-                found = self._window(seg, size, busy, fits,
-                                     size * COMPACT_MAX_FACTOR if best is None else best[0] - 1)
-                if found is not None:
-                    best = found
+                cap = int(want * (COMPACT_MAX_FACTOR if best is None else best[0]))
+                found = self._window(seg, want, barriers, fits, cap)
+                if found is not None and (best is None or found[0] < best[0] * want):
+                    best = (found[0] / want, found[1], found[2])
                     if found[0] == 0:
                         break
             if best is None:
                 return None
-            opened = self._clear_window(*best[1:], stream, index, nested=avoid is not None)
+            _share, first, last = best
+            movers: list[Block] = []
+            blk = first
+            while True:
+                if not blk.free:
+                    movers.append(blk)
+                if blk is last:
+                    break
+                assert blk.next is not None
+                blk = blk.next
+            if busy is None:
+                busy = busy_ids()
+            stuck = [m for m in movers if not self._movable(m, busy)]
+            if stuck:  # exported, pinned or in use: search again around them
+                barriers.update(id(m) for m in stuck)
+                continue
+            opened = self._clear_window(first, last, movers, stream, index, nested=avoid is not None)
             if opened is not None:
                 self.compactions += 1
                 return opened
             # A block found no room outside the window (its only fit was inside): try elsewhere.
-            del segments[id(best[1].segment)]
+            del segments[id(first.segment)]
         return None
 
     def _clear_window(self, first: Block, last: Block, movers: list[Block], stream: Stream,
@@ -551,25 +576,26 @@ class CachingPool(MemoryPool):
         first.pending = None
         return first
 
-    def _window(self, seg: Segment, size: int, busy: set[int], fits: int, budget: int
-                ) -> tuple[int, Block, Block, list[Block]] | None:
+    def _window(self, seg: Segment, size: int, barriers: set[int], fits: int, budget: int
+                ) -> tuple[int, Block, Block] | None:
         """In ``seg``, the run of adjacent blocks spanning at least ``size`` bytes that moves the
-        fewest live bytes (at most ``budget``), as (bytes to move, first, last, live blocks), or None.
-        Immovable blocks, and live ones over ``fits`` bytes, split the search; two pointers keep it
-        one pass. Locked."""
+        fewest live bytes (at most ``budget``), as (bytes to move, first, last), or None. Live blocks
+        over ``fits`` bytes, in the quick cache or in ``barriers`` (ids found immovable) split the
+        search; two pointers keep it one pass over the segment. Locked."""
         best: tuple[int, Block, Block] | None = None
         first: Block | None = seg.head
         span = moved = 0
         blk: Block | None = seg.head
         while blk is not None:
-            if not blk.free and (blk.size > fits or not self._movable(blk, busy)):
-                first = blk.next
-                span = moved = 0
-                blk = blk.next
-                continue
-            span += blk.size
+            bsize = blk.size
             if not blk.free:
-                moved += blk.size
+                if bsize > fits or blk.requested < 0 or id(blk) in barriers:
+                    first = blk.next
+                    span = moved = 0
+                    blk = first
+                    continue
+                moved += bsize
+            span += bsize
             assert first is not None
             while span - first.size >= size:  # drop blocks from the left while the rest still spans size
                 span -= first.size
@@ -582,19 +608,7 @@ class CachingPool(MemoryPool):
                 if moved == 0:
                     break
             blk = blk.next
-        if best is None:
-            return None
-        moved, first, last = best
-        movers = []
-        blk = first
-        while True:
-            assert blk is not None
-            if not blk.free:
-                movers.append(blk)
-            if blk is last:
-                break
-            blk = blk.next
-        return moved, first, last, movers
+        return best
 
     def _movable(self, blk: Block, busy: set[int]) -> bool:
         """True if ``blk`` is live and its allocation may move: not in the quick cache, exported,
