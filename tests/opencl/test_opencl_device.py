@@ -106,3 +106,34 @@ def test_vendor_errors_become_dsrt_errors(ocl: dsrt.Device) -> None:
     assert isinstance(raw, ocl.cl.Error)
     err = ocl._translate_error(raw, "kernel 'one' on float32(8,)")
     assert isinstance(err, dsrt.errors.DsrtError) and "float32(8,)" in str(err) and "opencl:0" in str(err)
+
+
+def test_pool_compacts_device_memory_at_its_limit(ocl: dsrt.Device) -> None:
+    """At the limit, a fragmented OpenCL pool moves live buffers (device-side copies) instead of
+    spilling, and kernels see the moved data through fresh sub-buffers."""
+    from dsrt.memory import CachingPool
+    from dsrt_opencl.device import OpenCLDevice
+
+    dev = OpenCLDevice(ocl.cl, ocl.context, ocl.cl_device, 98)
+    pool = CachingPool(dev, limit=256 << 10, idle_shrink_s=None, quick_blocks=0)
+    dev._pool = pool
+    ref = [np.arange(2048, dtype=np.float32) + 1000 * i for i in range(32)]  # 8 KiB each
+    arrays = []
+    for r in ref:
+        a = dev.empty(r.shape, r.dtype)
+        dev.copy_from_host(a, r)
+        arrays.append(a)
+    assert pool.stats()["num_segments"] == 1
+    for a in arrays[::2]:
+        a.release()
+    kept, kept_ref = arrays[1::2], ref[1::2]
+    before = [a._alloc.offset for a in kept]
+    big = dev.empty((16 * 1024,), np.float32)  # 64 KiB: fits only once blocks move
+    s = pool.stats()
+    assert s["compactions"] == 1 and s["spills"] == 0 and s["reserved_bytes"] == 256 << 10
+    assert any(a._alloc.offset != off for a, off in zip(kept, before, strict=True))
+    for a, r in zip(kept, kept_ref, strict=True):
+        np.testing.assert_array_equal(a.numpy(), r)
+    np.testing.assert_array_equal(dev.launch("add", kept[2], kept[5]).numpy(), kept_ref[2] + kept_ref[5])
+    dev.copy_from_host(big, np.ones(16 * 1024, np.float32))
+    np.testing.assert_array_equal(big.numpy(), 1.0)
