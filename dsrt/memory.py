@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from ._in_use import IN_USE, in_use
+from ._in_use import IN_USE, busy_ids, in_use
 
 if TYPE_CHECKING:
     from .device import Device, Stream
 
-__all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "IN_USE", "create_pool", "in_use"]
+__all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "IN_USE", "busy_ids", "create_pool", "in_use"]
 
 #: Every allocation starts on a multiple of this many bytes (a cache line; enough for any dtype and
 #: for OpenCL's CL_DEVICE_MEM_BASE_ADDR_ALIGN on the devices we know).

@@ -181,3 +181,34 @@ def test_random_workloads_keep_contents_and_accounting(script, ratio):
         a.release()
     pool.empty_cache()
     assert pool.stats()["reserved_bytes"] == 0 and dev.live_raw == 0
+
+
+def test_launches_and_collectives_list_their_operands_while_they_run(monkeypatch):
+    """What a pool must not move is listed in IN_USE exactly while a kernel or collective runs."""
+    from dsrt.collective import Communicator
+    from dsrt.memory import IN_USE, busy_ids
+
+    rt = dsrt.Runtime(backends=["cpu"])
+    cpu = rt.device("cpu:0")
+    x, y = rt.asarray(np.ones(64, np.float32), device=cpu), rt.asarray(np.ones(64, np.float32), device=cpu)
+    seen: list[set[int]] = []
+    real_launch = type(cpu)._launch
+
+    def spy(self, kernel, inputs, out, bound, stream):
+        seen.append(busy_ids() & {id(x._alloc), id(y._alloc), id(out._alloc)})
+        return real_launch(self, kernel, inputs, out, bound, stream)
+
+    monkeypatch.setattr(type(cpu), "_launch", spy)
+    out = rt.launch("add", x, y)
+    assert seen == [{id(x._alloc), id(y._alloc), id(out._alloc)}] and not IN_USE
+
+    comm = Communicator([cpu], inter_transport=None)
+    real_all_reduce = Communicator._all_reduce
+
+    def spy_all_reduce(self, xs, outs, plan, deadline):
+        seen.append(busy_ids() & {id(x._alloc), id(y._alloc)})
+        return real_all_reduce(self, xs, outs, plan, deadline)
+
+    monkeypatch.setattr(Communicator, "_all_reduce", spy_all_reduce)
+    comm.all_reduce(x, out=y)
+    assert seen[-1] == {id(x._alloc), id(y._alloc)} and not IN_USE
