@@ -183,8 +183,15 @@ class UserKernel:
     cache_hit: bool = False
 
     def launch(self, *args: Any, stream: Stream | None = None, **options: Any) -> Any:
-        """Run with backend-specific arguments (arrays, scalars, global size...)."""
-        return self.device._launch_user(self, args, options, stream or self.device.default_stream)
+        """Run with backend-specific arguments (arrays, scalars, global size...). Array arguments
+        are listed in :data:`dsrt.memory.IN_USE` while the launch runs (no pool moves them)."""
+        held = tuple(a for a in args if hasattr(a, "_alloc"))
+        key = id(held)
+        IN_USE[key] = held
+        try:
+            return self.device._launch_user(self, args, options, stream or self.device.default_stream)
+        finally:
+            del IN_USE[key]
 
 
 _local = threading.local()

@@ -202,6 +202,19 @@ def test_launches_and_collectives_list_their_operands_while_they_run(monkeypatch
     out = rt.launch("add", x, y)
     assert seen == [{id(x._alloc), id(y._alloc), id(out._alloc)}] and not IN_USE
 
+    real_user = type(cpu)._launch_user
+
+    def spy_user(self, kernel, args, options, stream):
+        seen.append(busy_ids() & {id(x._alloc), id(y._alloc)})
+        return real_user(self, kernel, args, options, stream)
+
+    monkeypatch.setattr(type(cpu), "_launch_user", spy_user)
+    scale = rt.compile("void scale(float *x, float a, int n) { for (int i = 0; i < n; i++) x[i] *= a; }",
+                       lang="c", name="scale", device=cpu)
+    scale.launch(y, 2.0, 64)
+    assert seen[-1] == {id(y._alloc)} and not IN_USE
+    np.testing.assert_array_equal(y.numpy(), 2.0)
+
     comm = Communicator([cpu], inter_transport=None)
     real_all_reduce = Communicator._all_reduce
 
