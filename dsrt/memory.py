@@ -6,8 +6,14 @@ Allocation goes back to its pool when the last Python reference to it dies (or o
 :meth:`Allocation.release`), never to the user. All sizes are in bytes.
 
 This module holds the contract and :func:`create_pool`, which gives
-every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, spilling to host
-tiers; see ``dsrt/_memory_pool.py``).
+every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, compacting,
+spilling to host tiers; see ``dsrt/_memory_pool.py``).
+
+The pool may move an allocation's bytes (compaction, spilling); ``generation`` then changes and
+cached views are rebuilt. Code that holds a raw address or view across a call that can allocate
+must keep the allocation from moving: launches and collectives do it for their operands
+(:data:`IN_USE`), :func:`in_use` does it for a block of code, and exporting (DLPack, the CUDA array
+interface, torch) does it for good.
 """
 
 from __future__ import annotations
