@@ -47,10 +47,8 @@ QUICK_AGE = 16
 _COMPACT_SEGMENTS = 4
 #: ... opens a window of at least this many bytes ...
 COMPACT_SPAN = 256 << 10
-#: ... tries at most this many windows ...
+#: ... and tries at most this many windows.
 _COMPACT_ATTEMPTS = 3
-#: ... and moves at most this share of the window's span to open it.
-COMPACT_MAX_FACTOR = 4.0
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 
@@ -84,7 +82,8 @@ class CachingPool(MemoryPool):
     turns it off); a miss merges every such block back before a new segment is made.
 
     Compaction: when a small request fits no free block although enough bytes are free, and
-    growing would take reserved past ``compact_ratio`` times the bytes in use, the pool moves a few
+    growing would take reserved past ``compact_ratio`` times the peak of requested bytes (or of
+    the bytes in use plus the request, if more), the pool moves a few
     live blocks (a device-side copy; the allocation's ``generation`` changes, so views are
     rebuilt) to open a hole, instead of reserving a segment. It never moves an allocation that is
     exported (DLPack, CUDA array interface, torch), pinned (:meth:`pinned`) or in use
@@ -483,11 +482,11 @@ class CachingPool(MemoryPool):
 
         Looks in the few segments that hold the largest free blocks for the *window* (a run of
         adjacent blocks, free ones and live ones that may move) spanning :data:`COMPACT_SPAN` bytes
-        or ``size`` if larger, with the fewest live bytes; each live block in it moves to the best
-        free block outside it, and the window becomes one free block, returned not in the index.
-        Returns None when no window needs fewer than :data:`COMPACT_MAX_FACTOR` times its span
-        moved, or when the moved blocks find no room. A moved block that fits no free block opens
-        its own window, once (``avoid`` is then the segment of the outer window).
+        (at most 1/32 of reserved, or ``size`` if larger) with the smallest share of live bytes;
+        each live block in it moves to the best free block outside it, and the window becomes one
+        free block, returned not in the index. Returns None when no window can be cleared. A moved
+        block that fits no free block opens its own window, once (``avoid`` is then the segment of
+        the outer window).
         """
         if not self._sync and avoid is None:
             self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
@@ -515,7 +514,7 @@ class CachingPool(MemoryPool):
                 want = max(size, min(span, seg.size))
                 if seg.size < want:
                     continue
-                cap = int(want * (COMPACT_MAX_FACTOR if best is None else best[0]))
+                cap = seg.size if best is None else int(want * best[0])  # later: only windows that beat the best
                 found = self._window(seg, want, barriers, fits, cap)
                 if found is not None and (best is None or found[0] < best[0] * want):
                     best = (found[0] / want, found[1], found[2])
@@ -634,13 +633,14 @@ class CachingPool(MemoryPool):
         handle = dest.segment.handle
         n = alloc.nbytes
         if n:
+            on = alloc.stream or self._default_stream
             target = Allocation(self.device, handle, dest.offset, n, None)
-            if not self.device._copy_between(target, alloc, n, alloc.stream or self._default_stream):
-                staged = np.empty(n, np.uint8)
-                self.device._copy_out(alloc.handle, alloc.offset, staged, stream)
-                self.device._copy_in(handle, dest.offset, staged, stream)
+            if not self.device._copy_between(target, alloc, n, on):
+                staged = np.empty(n, np.uint8)  # no device-side copy: through host memory
+                self.device._copy_out(alloc.handle, alloc.offset, staged, on)
+                self.device._copy_in(handle, dest.offset, staged, on)
             if not self._sync:
-                self.device._synchronize(alloc.stream or self._default_stream)
+                self.device._synchronize(on)
         dest.free = False
         dest.requested = blk.requested
         dest.born = blk.born
