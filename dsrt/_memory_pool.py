@@ -43,11 +43,13 @@ QUICK_MAX = 64 << 10
 QUICK_BLOCKS = 8
 #: Only temporaries are kept: blocks freed within this many allocations of their own.
 QUICK_AGE = 16
-#: Compaction looks for its window in the segments holding the largest free blocks, at most this many.
+#: Compaction looks for its window in the segments holding the largest free blocks, at most this many,
 _COMPACT_SEGMENTS = 4
-#: ... opens a window of at least this many bytes ...
+#: tries to open this many bytes (at most 1/2**COMPACT_SHIFT of reserved; at least the request) so
+#: the next misses find room without moving, else just the request,
 COMPACT_SPAN = 256 << 10
-#: ... and tries at most this many windows.
+COMPACT_SHIFT = 5
+#: and tries at most this many windows.
 _COMPACT_ATTEMPTS = 3
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
@@ -482,11 +484,11 @@ class CachingPool(MemoryPool):
 
         Looks in the few segments that hold the largest free blocks for the *window* (a run of
         adjacent blocks, free ones and live ones that may move) spanning :data:`COMPACT_SPAN` bytes
-        (at most 1/32 of reserved, or ``size`` if larger) with the smallest share of live bytes;
-        each live block in it moves to the best free block outside it, and the window becomes one
-        free block, returned not in the index. Returns None when no window can be cleared. A moved
-        block that fits no free block opens its own window, once (``avoid`` is then the segment of
-        the outer window).
+        (at most 1/32 of reserved, or ``size`` if larger; just ``size`` if no such window exists)
+        with the smallest share of live bytes; each live block in it moves to the best free block
+        outside it, and the window becomes one free block, returned not in the index. Returns None
+        when no window can be cleared. A moved block that fits no free block opens its own window,
+        once (``avoid`` is then the segment of the outer window).
         """
         if not self._sync and avoid is None:
             self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
@@ -505,7 +507,7 @@ class CachingPool(MemoryPool):
         # Open more than asked (unless nested), so the next few misses find room without moving:
         # up to COMPACT_SPAN bytes, or the whole segment if smaller. Windows compare by the share
         # of their span that must move.
-        span = size if avoid is not None else min(COMPACT_SPAN, self.reserved >> 5)
+        span = size if avoid is not None else min(COMPACT_SPAN, self.reserved >> COMPACT_SHIFT)
         barriers: set[int] = set()
         busy: set[int] | None = None
         for _attempt in range(_COMPACT_ATTEMPTS):
@@ -521,7 +523,10 @@ class CachingPool(MemoryPool):
                     if found[0] == 0:
                         break
             if best is None:
-                return None
+                if span <= size:
+                    return None
+                span = size  # nothing that wide can be cleared: just what was asked
+                continue
             _share, first, last = best
             movers: list[Block] = []
             blk = first
