@@ -45,6 +45,8 @@ def test_quick_run_prints_every_figure() -> None:
         for who in ("dsrt", "numpy_empty", "naive_cache"):
             assert {"alloc_p50_us", "alloc_p99_us", "free_p50_us", "reserved_over_requested"} <= set(trace[who]), name
         assert trace["dsrt"]["reserved_over_requested"] >= 1.0
+        d = trace["dsrt"]
+        assert 0 <= d["compactions_per_alloc"] < 1 and (d["moved_bytes"] > 0) == (d["compactions_per_alloc"] > 0)
         assert trace["best_fit_heap"]["reserved_over_requested"] >= 1.0
     sweep = result["reserved_over_requested_over_seeds"]
     assert set(sweep) == {f"lognormal_{n}_{who}" for n in (1000, 10000) for who in ("dsrt", "best_fit_heap")}
