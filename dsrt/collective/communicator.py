@@ -277,12 +277,11 @@ class Communicator:
                     last.sync()
                 deadline = time.perf_counter() + (self.timeout if timeout is None else float(timeout))
                 # MPI reads and writes the arrays' bytes: no pool may move them meanwhile.
-                held: tuple[Any, ...] = (x, out)
-                IN_USE[id(held)] = held
+                IN_USE[last.key] = last.held
                 try:
                     last.run(last.send, last.recv, last.kernel, deadline, last.describe)
                 finally:
-                    del IN_USE[id(held)]
+                    del IN_USE[last.key]
                 return x if out is None else out
             held = (x,) if out is None else (x, out)
             IN_USE[id(held)] = held
@@ -727,7 +726,7 @@ class _LeanCall:
     them); owned by the communicator, which keeps only the latest one.
     """
 
-    __slots__ = ("x", "out", "op", "x_gen", "out_gen", "send", "recv", "kernel", "run", "describe", "sync")
+    __slots__ = ("x", "out", "op", "x_gen", "out_gen", "send", "recv", "kernel", "run", "describe", "sync", "held", "key")
 
     def __init__(self, x: Array, out: Array | None, op: Any, send: np.ndarray | None, recv: np.ndarray, kernel: str,
                  run: Callable[..., None], describe: Callable[[], str], sync: Callable[[], None] | None) -> None:
@@ -736,3 +735,5 @@ class _LeanCall:
         self.out_gen = -1 if out is None else out._alloc.generation
         self.send, self.recv, self.kernel = send, recv, kernel
         self.run, self.describe, self.sync = run, describe, sync
+        self.held = (x,) if out is None else (x, out)  # what IN_USE lists while the call runs
+        self.key = id(self)
