@@ -49,8 +49,9 @@ _COMPACT_SEGMENTS = 4
 #: the next misses find room without moving, else just the request,
 COMPACT_SPAN = 256 << 10
 COMPACT_SHIFT = 5
-#: and tries at most this many windows.
+#: and tries at most this many windows, and this many nested ones (for moved blocks that fit no hole).
 _COMPACT_ATTEMPTS = 3
+_COMPACT_NESTED = 8
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 
@@ -135,6 +136,7 @@ class CachingPool(MemoryPool):
         self.spills = self.spilled_bytes_total = self.fetches = self.spilled_live = 0
         self.idle_trims = 0
         self.compactions = self.moves = self.moved_bytes = 0
+        self._nested_left = 0  # nested windows the running compaction may still open
         self.set_limit(limit)
         if idle_shrink_s is not None:
             IdleReaper.register(self, max(idle_shrink_s / 2, 0.05))
@@ -487,11 +489,14 @@ class CachingPool(MemoryPool):
         (at most 1/32 of reserved, or ``size`` if larger; just ``size`` if no such window exists)
         with the smallest share of live bytes; each live block in it moves to the best free block
         outside it, and the window becomes one free block, returned not in the index. Returns None
-        when no window can be cleared. A moved block that fits no free block opens its own window,
-        once (``avoid`` is then the segment of the outer window).
+        when no window can be cleared. A moved block that fits no free block opens its own window
+        (``avoid`` is then the segment of the outer window), not nested further, and at most
+        :data:`_COMPACT_NESTED` times per compaction.
         """
-        if not self._sync and avoid is None:
-            self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
+        if avoid is None:
+            self._nested_left = _COMPACT_NESTED
+            if not self._sync:
+                self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
         fits = index.largest_bound()  # a live block larger than every free block has nowhere to go...
         if avoid is None:
             fits = max(fits, size)  # ... unless a nested window opens one
@@ -628,7 +633,8 @@ class CachingPool(MemoryPool):
         window opened for it elsewhere) and point its allocation there; ``blk`` is left free, out of
         the index. False if there is no room. Locked."""
         dest = index.find(blk.size, stream)
-        if dest is None and not nested:
+        if dest is None and not nested and self._nested_left:
+            self._nested_left -= 1
             dest = self._compact(blk.size, stream, index, avoid=blk.segment)
         if dest is None:
             return False
