@@ -225,3 +225,33 @@ def test_launches_and_collectives_list_their_operands_while_they_run(monkeypatch
     monkeypatch.setattr(Communicator, "_all_reduce", spy_all_reduce)
     comm.all_reduce(x, out=y)
     assert seen[-1] == {id(x._alloc), id(y._alloc)} and not IN_USE
+
+
+def test_a_moved_block_with_no_hole_opens_one_elsewhere(fake):
+    """The only window for the request holds a 24 KiB block while every other hole is 8 KiB: a
+    nested window opens 24 KiB in the second segment (moving an 8 KiB block), then the request fits."""
+    pool = make(fake)
+    mover = pool.allocate(24 * KiB)
+    hole = pool.allocate(40 * KiB)
+    rest = [pool.allocate(8 * KiB) for _ in range(24)]  # fills the first 256 KiB segment
+    second = [pool.allocate(8 * KiB) for _ in range(32)]  # a second segment
+    assert pool.stats()["num_segments"] == 2
+    for a in rest:
+        a.exported = True
+    hole.release()
+    kept = [mover]
+    for i, a in enumerate(second):  # free, live, free, exported: no 64 KiB window there
+        if i % 4 in (0, 2):
+            a.release()
+        else:
+            a.exported = i % 4 == 3
+            kept.append(a)
+    digests = [write(fake, a, i) for i, a in enumerate(kept)]
+    first_segment = mover.pool_data.segment
+    raw = fake.raw_allocs
+    big = pool.allocate(64 * KiB)
+    s = pool.stats()
+    assert fake.raw_allocs == raw and s["compactions"] == 2 and s["moves"] == 2
+    assert mover.pool_data.segment is not first_segment and big.pool_data.segment is first_segment
+    assert [read(fake, a) for a in kept] == digests
+    assert disjoint([*kept, *rest, big])
