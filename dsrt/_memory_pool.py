@@ -512,48 +512,51 @@ class CachingPool(MemoryPool):
         # Open more than asked (unless nested), so the next few misses find room without moving:
         # up to COMPACT_SPAN bytes, or the whole segment if smaller. Windows compare by the share
         # of their span that must move.
-        span = size if avoid is not None else min(COMPACT_SPAN, self.reserved >> COMPACT_SHIFT)
-        barriers: set[int] = set()
+        wide = size if avoid is not None else min(COMPACT_SPAN, self.reserved >> COMPACT_SHIFT)
+        barriers: set[int] = set()  # ids of live blocks found immovable
         busy: set[int] | None = None
-        for _attempt in range(_COMPACT_ATTEMPTS):
-            best: tuple[float, Block, Block] | None = None
-            for seg in segments.values():
-                want = max(size, min(span, seg.size))
-                if seg.size < want:
-                    continue
-                cap = seg.size if best is None else int(want * best[0])  # later: only windows that beat the best
-                found = self._window(seg, want, barriers, fits, cap)
-                if found is not None and (best is None or found[0] < best[0] * want):
-                    best = (found[0] / want, found[1], found[2])
-                    if found[0] == 0:
-                        break
-            if best is None:
-                if span <= size:
-                    return None
-                span = size  # nothing that wide can be cleared: just what was asked
-                continue
-            _share, first, last = best
-            movers: list[Block] = []
-            blk = first
-            while True:
-                if not blk.free:
-                    movers.append(blk)
-                if blk is last:
+        crowded = False  # a wide window's blocks found no room: a narrower one would not pay
+        for span in ((wide, size) if wide > size else (size,)):  # wide first, else just what was asked
+            if crowded:
+                break
+            places = dict(segments)
+            for _attempt in range(_COMPACT_ATTEMPTS):
+                best: tuple[float, Block, Block] | None = None
+                for seg in places.values():
+                    want = max(size, min(span, seg.size))
+                    if seg.size < want:
+                        continue
+                    cap = seg.size if best is None else int(want * best[0])  # later: only windows that beat the best
+                    found = self._window(seg, want, barriers, fits, cap)
+                    if found is not None and (best is None or found[0] < best[0] * want):
+                        best = (found[0] / want, found[1], found[2])
+                        if found[0] == 0:
+                            break
+                if best is None:
                     break
-                assert blk.next is not None
-                blk = blk.next
-            if busy is None:
-                busy = busy_ids()
-            stuck = [m for m in movers if not self._movable(m, busy)]
-            if stuck:  # exported, pinned or in use: search again around them
-                barriers.update(id(m) for m in stuck)
-                continue
-            opened = self._clear_window(first, last, movers, stream, index, nested=avoid is not None)
-            if opened is not None:
-                self.compactions += 1
-                return opened
-            # A block found no room outside the window (its only fit was inside): try elsewhere.
-            del segments[id(first.segment)]
+                _share, first, last = best
+                movers: list[Block] = []
+                blk = first
+                while True:
+                    if not blk.free:
+                        movers.append(blk)
+                    if blk is last:
+                        break
+                    assert blk.next is not None
+                    blk = blk.next
+                if busy is None:
+                    busy = busy_ids()
+                stuck = [m for m in movers if not self._movable(m, busy)]
+                if stuck:  # exported, pinned or in use: search again around them
+                    barriers.update(id(m) for m in stuck)
+                    continue
+                opened = self._clear_window(first, last, movers, stream, index, nested=avoid is not None)
+                if opened is not None:
+                    self.compactions += 1
+                    return opened
+                # A block found no room outside the window (its only fit was inside): try elsewhere.
+                del places[id(first.segment)]
+                crowded = True
         return None
 
     def _clear_window(self, first: Block, last: Block, movers: list[Block], stream: Stream,

@@ -255,3 +255,29 @@ def test_a_moved_block_with_no_hole_opens_one_elsewhere(fake):
     assert mover.pool_data.segment is not first_segment and big.pool_data.segment is first_segment
     assert [read(fake, a) for a in kept] == digests
     assert disjoint([*kept, *rest, big])
+
+
+def test_when_no_wide_window_clears_a_request_sized_one_does(fake):
+    """With 8 MiB reserved the pool first tries to open 256 KiB; exported blocks every 96 KiB make
+    that impossible, so it opens just the 64 KiB asked for, still without growing."""
+    pool = make(fake)
+    anchors = [pool.allocate(1 << 20) for _ in range(8)]  # 8 MiB in 1 MiB segments, held in place
+    for a in anchors:
+        a.exported = True
+    blocks = [pool.allocate(8 * KiB) for _ in range(64)]  # one 512 KiB segment
+    assert pool.stats()["num_segments"] == 9
+    kept = []
+    for i, a in enumerate(blocks):
+        if i % 12 == 11:
+            a.exported = True
+            kept.append(a)
+        elif i % 2 == 0:
+            a.release()
+        else:
+            kept.append(a)
+    digests = [write(fake, a, i) for i, a in enumerate(kept)]
+    raw = fake.raw_allocs
+    big = pool.allocate(64 * KiB)
+    s = pool.stats()
+    assert fake.raw_allocs == raw and s["compactions"] == 1 and 0 < s["moved_bytes"] <= 64 * KiB
+    assert [read(fake, a) for a in kept] == digests and disjoint([*kept, big])
