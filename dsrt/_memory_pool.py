@@ -444,12 +444,13 @@ class CachingPool(MemoryPool):
         else:  # small segments grow with the pool: 1/16 of what is reserved, 256 KiB .. 2 MiB
             seg_size = min(max(self.reserved >> _SMALL_SEGMENT_SHIFT, SMALL_SEGMENT_MIN), SMALL_SEGMENT) & _LARGE_MASK
             seg_size = max(seg_size, size)
-        if (not large and self.compact_ratio is not None and index.free_bytes >= size
-                and self.reserved + seg_size > max(self.allocated + size, self.peak_requested) * self.compact_ratio
-                and (self._sync or self.reserved + seg_size > capacity)):
+        at_limit = self.reserved + seg_size > capacity
+        if (not large and self.compact_ratio is not None and index.free_bytes >= size and (at_limit or (
+                self._sync and self.reserved + seg_size > max(self.allocated + size, self.peak_requested)
+                * self.compact_ratio))):
             # Enough bytes are free but no hole fits: move a few live blocks to open one, rather
-            # than reserve more. Asynchronous devices must synchronise to move, so they compact
-            # only when the alternative is freeing the cache or spilling.
+            # than reserve more (or spill). Asynchronous devices must synchronise to move, so they
+            # compact only when the alternative is freeing the cache or spilling.
             block = self._compact(size, stream, index)
             if block is not None:
                 return block

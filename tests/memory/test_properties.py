@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 from _fakes import FakeDevice
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from dsrt.memory import CachingPool
@@ -57,8 +57,28 @@ def run_thread(pool: CachingPool, dev: FakeDevice, ops: list, seed: int, out: li
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, max_size=60), st.lists(op, max_size=60))
 def test_random_interleavings_across_threads(ops_a, ops_b):
+    check_interleavings(ops_a, ops_b, limit=2 * MiB)
+
+
+small_op = st.one_of(
+    st.tuples(st.just("alloc"), st.integers(4 << 10, 48 << 10)),
+    st.tuples(st.just("free"), st.integers(0, 63)),
+    st.tuples(st.just("spill"), st.integers(0, 63)),
+    st.tuples(st.just("fetch"), st.integers(0, 63)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(small_op, min_size=20, max_size=80), st.lists(small_op, min_size=20, max_size=80))
+def test_random_interleavings_with_compaction(ops_a, ops_b):
+    """Small blocks under a tight limit: the pool compacts (moves blocks) as well as spilling."""
+    pool = check_interleavings(ops_a, ops_b, limit=512 << 10)
+    target(float(pool.moves), label="blocks moved")
+
+
+def check_interleavings(ops_a: list, ops_b: list, limit: int) -> CachingPool:
     dev = FakeDevice(64 * MiB)
-    pool = CachingPool(dev, limit=2 * MiB, idle_shrink_s=None)
+    pool = CachingPool(dev, limit=limit, idle_shrink_s=None)
     results: list = []
     errors: list = []
     threads = [threading.Thread(target=run_thread, args=(pool, dev, ops, i, results, errors))
@@ -69,7 +89,7 @@ def test_random_interleavings_across_threads(ops_a, ops_b):
         t.join()
     assert not errors, errors
     s = pool.stats()
-    assert s["reserved_bytes"] <= 2 * MiB
+    assert s["reserved_bytes"] <= limit
     # Resident live blocks never overlap.
     spans = sorted((id(a.handle.base), a.offset, a.offset + a.pool_data.size) for a, _ in results
                    if a.handle is not None)
@@ -89,3 +109,4 @@ def test_random_interleavings_across_threads(ops_a, ops_b):
     s = pool.stats()
     assert s["reserved_bytes"] == 0 and s["allocated_bytes"] == 0 and s["spilled_bytes"] == 0
     assert dev.live_raw == 0
+    return pool
