@@ -23,6 +23,9 @@ IN_USE: dict[int, Any] = {}
 def in_use(allocs: Iterable[Any]) -> Iterator[None]:
     """Within the block, no pool moves or spills ``allocs`` (code that reads their raw handles)."""
     held = tuple(allocs)
+    if not held:  # () is one shared object: it could not key two blocks at once
+        yield
+        return
     key = id(held)
     IN_USE[key] = held
     try:

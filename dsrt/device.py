@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dtypes as dt
-from ._in_use import IN_USE
+from ._in_use import IN_USE, in_use
 from .array import contiguous_strides
 from .errors import (
     ConfigurationError,
@@ -185,13 +185,8 @@ class UserKernel:
     def launch(self, *args: Any, stream: Stream | None = None, **options: Any) -> Any:
         """Run with backend-specific arguments (arrays, scalars, global size...). Array arguments
         are listed in :data:`dsrt.memory.IN_USE` while the launch runs (no pool moves them)."""
-        held = tuple(a for a in args if hasattr(a, "_alloc"))
-        key = id(held)
-        IN_USE[key] = held
-        try:
+        with in_use(a for a in args if hasattr(a, "_alloc")):
             return self.device._launch_user(self, args, options, stream or self.device.default_stream)
-        finally:
-            del IN_USE[key]
 
 
 _local = threading.local()
@@ -553,7 +548,8 @@ class Device:
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         try:
-            result = impl(inputs, None, params, stream)  # type: ignore[arg-type]
+            with in_use(a for a in inputs if hasattr(a, "_alloc")):  # array operands stay in place
+                result = impl(inputs, None, params, stream)  # type: ignore[arg-type]
         except DsrtError:
             raise
         except Exception as exc:

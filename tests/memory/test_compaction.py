@@ -281,3 +281,17 @@ def test_when_no_wide_window_clears_a_request_sized_one_does(fake):
     s = pool.stats()
     assert fake.raw_allocs == raw and s["compactions"] == 1 and 0 < s["moved_bytes"] <= 64 * KiB
     assert [read(fake, a) for a in kept] == digests and disjoint([*kept, big])
+
+
+def test_in_use_blocks_nest_and_clean_up(fake):
+    from dsrt.memory import IN_USE, busy_ids
+
+    pool = make(fake)
+    a, b = pool.allocate(1024), pool.allocate(1024)
+    with in_use([]), in_use([]):  # empty blocks register nothing, however nested
+        assert not IN_USE
+    with in_use([a]):
+        with in_use([b]), in_use([]):
+            assert busy_ids() == {id(a), id(b)}
+        assert busy_ids() == {id(a)}
+    assert not IN_USE
