@@ -882,6 +882,8 @@ class CachingPool(MemoryPool):
         ``active``: allocated plus free bytes still waiting on stream events; ``reserved``: bytes
         held from the device. ``fragmentation``: 1 - largest free block / free cached bytes (0 =
         all free memory in one block). ``spilled_bytes``: live data now in host tiers.
+        ``compactions``: holes opened by moving live blocks; ``moves`` and ``moved_bytes``: the
+        blocks and bytes moved to open them.
         """
         with self._lock:
             if self._deferred:
