@@ -210,12 +210,8 @@ class Communicator:
             inner = fn
 
             def fn() -> Any:
-                key = id(held)
-                IN_USE[key] = held
-                try:
+                with in_use(held):
                     return inner()
-                finally:
-                    del IN_USE[key]
 
         with self._lock:
             pending = self._pending
@@ -283,12 +279,8 @@ class Communicator:
                 finally:
                     del IN_USE[last.key]
                 return x if out is None else out
-            held = (x,) if out is None else (x, out)
-            IN_USE[id(held)] = held
-            try:
+            with in_use((x,) if out is None else (x, out)):
                 done = self._lean_all_reduce(x, op, out, timeout)
-            finally:
-                del IN_USE[id(held)]
             if done:
                 return x if out is None else out
         xs = self._arrays(x, "all_reduce")
