@@ -13,7 +13,7 @@ import argparse
 import json
 
 import dsrt
-from dsrt.bench import dispatch_overhead
+from dsrt.cli.bench import dispatch_overhead
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dtypes as dt
-from ._in_use import IN_USE, in_use
 from .array import contiguous_strides
 from .errors import (
     ConfigurationError,
@@ -43,6 +42,7 @@ from .errors import (
     format_bytes,
 )
 from .kernels import KERNELS, get_kernel
+from .memory.in_use import IN_USE, in_use
 
 if TYPE_CHECKING:
     from .array import Array
@@ -225,6 +225,11 @@ class Device:
         self._supported: dict[str, frozenset[np.dtype]] = {}
         for name, (dtype_names, impl) in table.items():
             self.add_kernel(name, dtype_names, impl, _update_info=False)
+
+    @property
+    def synchronous(self) -> bool:
+        """True when every launch and copy has finished by the time it returns (no events to wait on)."""
+        return type(self)._query_event is Device._query_event
 
     # ------------------------------------------------------------------ primitives (backend)
     def _allocate(self, nbytes: int) -> Any:

@@ -10,10 +10,10 @@ import pytest
 
 import dsrt
 from dsrt import dtypes as dt
+from dsrt.accuracy import relative_error, tolerance
 from dsrt.errors import OutOfMemoryError, ShapeError, UnsupportedKernelError
 from dsrt.kernels import KERNELS, STANDARD_KERNELS, KernelSpec, reference, register_kernel
 from dsrt.testing.inputs import ODD_SIZES, kernel_cases, make_inputs
-from dsrt.workload import relative_error, tolerance
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dsrt
-from dsrt.workload import relative_error, tolerance
+from dsrt.accuracy import relative_error, tolerance
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import dsrt
-from dsrt._memory_pool import LARGE_ROUND, QUICK_BLOCKS, SMALL_MAX
 from dsrt.errors import DsrtOutOfMemoryError, OutOfMemoryError
 from dsrt.memory import ALIGNMENT, CachingPool, create_pool
+from dsrt.memory.pool import LARGE_ROUND, QUICK_BLOCKS, SMALL_MAX
 
 MiB = 1 << 20
 

@@ -10,7 +10,7 @@ import pytest
 from _topo_helpers import SPECS
 
 import dsrt_cpu
-from dsrt import cli_topology
+from dsrt.cli import topology as cli_topology
 from dsrt.runtime import Runtime
 
 

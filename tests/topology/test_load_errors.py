@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from _topo_helpers import SPECS, load_error
 
-from dsrt._topology_schema import SCHEMA, schema_json
 from dsrt.errors import TopologyError
 from dsrt.topology import load_topology
+from dsrt.topology.schema import SCHEMA, schema_json
 
 LAB = """\
 name: lab

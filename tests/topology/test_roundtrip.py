@@ -6,8 +6,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsrt._topology_schema import LINK_KINDS
 from dsrt.topology import load_topology
+from dsrt.topology.schema import LINK_KINDS
 
 _BACKENDS = ["cpu", "cuda", "npu", "opencl"]
 _SIM = ["quantum", "photonic", "neuromorphic"]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsrt._topology_units import parse_bandwidth, parse_latency, parse_size
+from dsrt.topology.units import parse_bandwidth, parse_latency, parse_size
 
 
 @pytest.mark.parametrize(("text", "expected"), [

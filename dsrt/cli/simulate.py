@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
-from .perfmodel import PerfModel
-from .policies import BUILTIN_POLICIES
-from .virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
+from ..scheduler.perfmodel import PerfModel
+from ..scheduler.policies import BUILTIN_POLICIES
+from ..scheduler.virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
 
 __all__ = ["configure", "run", "NOMINAL_PEAK", "parse_workload", "parse_bytes"]
 

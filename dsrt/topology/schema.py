@@ -1,8 +1,8 @@
 """The JSON Schema of topology files and its validation with YAML locations (private).
 
 :data:`SCHEMA` is the source of truth; ``specs/schema.json`` is its published copy (regenerate it
-with ``python -m dsrt._topology_schema specs/schema.json``; a test checks they agree). The schema
-checks shapes and types; :mod:`dsrt._topology_build` checks meaning (backends, ids, links, units).
+with ``python -m dsrt.topology.schema specs/schema.json``; a test checks they agree). The schema
+checks shapes and types; :mod:`dsrt.topology.build` checks meaning (backends, ids, links, units).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from ._topology_units import BANDWIDTH_HINT, LATENCY_HINT, SIZE_HINT
-from ._topology_yaml import Doc
+from .units import BANDWIDTH_HINT, LATENCY_HINT, SIZE_HINT
+from .yaml import Doc
 
 __all__ = ["SCHEMA", "LINK_KINDS", "validate_doc", "schema_json"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .device import Device
+from ..device import Device
 
 __all__ = ["per_call_seconds", "dispatch_overhead", "device_throughput"]
 
@@ -36,7 +36,7 @@ def dispatch_overhead(device: Device, *, repeats: int = 20000, size: int = 8) ->
     ``overhead_us`` = median(dsrt launch) - median(numpy call), both synchronous, in microseconds.
     ``alloc_launch_us`` is the same launch letting dsrt allocate the output from its pool.
     """
-    from .runtime import Runtime, default_runtime
+    from ..runtime import Runtime, default_runtime
 
     rt: Runtime = default_runtime()
     x = np.arange(size, dtype=np.float32)

@@ -7,7 +7,7 @@ Allocation goes back to its pool when the last Python reference to it dies (or o
 
 This module holds the contract and :func:`create_pool`, which gives
 every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, compacting,
-spilling to host tiers; see ``dsrt/_memory_pool.py``).
+spilling to host tiers; see ``dsrt/memory/pool.py``).
 
 The pool may move an allocation's bytes (compaction, spilling); ``generation`` then changes and
 cached views are rebuilt. Code that holds a raw address or view across a call that can allocate
@@ -21,10 +21,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from ._in_use import IN_USE, busy_ids, in_use
+from .in_use import IN_USE, busy_ids, in_use
 
 if TYPE_CHECKING:
-    from .device import Device, Stream
+    from ..device import Device, Stream
 
 __all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "IN_USE", "busy_ids", "create_pool", "in_use"]
 
@@ -157,4 +157,4 @@ def create_pool(device: Device) -> MemoryPool:
     return CachingPool(device)
 
 
-from ._memory_pool import CachingPool  # noqa: E402 - it subclasses MemoryPool defined above
+from .pool import CachingPool  # noqa: E402 - it subclasses MemoryPool defined above

@@ -15,7 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._topology_model import (
+from ..errors import TopologyError
+from .model import (
     HOST_DEFAULT,
     KIND_LATENCY,
     NETWORK_DEFAULT,
@@ -27,10 +28,9 @@ from ._topology_model import (
     Topology,
     freeze,
 )
-from ._topology_schema import validate_doc
-from ._topology_units import parse_bandwidth, parse_latency, parse_size
-from ._topology_yaml import Doc, Path_, parse_yaml
-from .errors import TopologyError
+from .schema import validate_doc
+from .units import parse_bandwidth, parse_latency, parse_size
+from .yaml import Doc, Path_, parse_yaml
 
 __all__ = ["build_topology", "known_backends", "BUILTIN_BACKENDS", "DEVICE_PREFIX", "read_file_doc"]
 

@@ -15,9 +15,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import cli_topology
-from .errors import DsrtError, format_bytes
-from .scheduler import cli as scheduler_cli
+from ..errors import DsrtError, format_bytes
+from . import simulate as scheduler_cli
+from . import topology as cli_topology
 
 __all__ = ["main", "build_parser"]
 
@@ -38,7 +38,7 @@ def _runtime_factory(args: argparse.Namespace) -> Callable[[], Any]:
 
     def make() -> Any:
         if "rt" not in cache:
-            from .runtime import Runtime
+            from ..runtime import Runtime
 
             cache["rt"] = Runtime(topology=getattr(args, "topology", None))
         return cache["rt"]
@@ -249,7 +249,7 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
 
 def _plugin_commands() -> list[Any]:
     try:
-        from .plugins import PluginManager
+        from ..plugins import PluginManager
 
         return [c for _p, c in PluginManager().collect("dsrt_cli_commands")]
     except DsrtError:

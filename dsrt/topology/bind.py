@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._topology_model import DeviceDecl, Link, Node, Topology
-from .errors import ConfigurationError, DsrtError, TopologyError
+from ..errors import ConfigurationError, DsrtError, TopologyError
+from .model import DeviceDecl, Link, Node, Topology
 
 if TYPE_CHECKING:
-    from .device import Device
-    from .runtime import BackendStatus, Runtime
+    from ..device import Device
+    from ..runtime import BackendStatus, Runtime
 
 __all__ = ["Binding", "bind_runtime", "describe_binding", "discovered_topology", "LOCAL_NODE"]
 
@@ -180,7 +180,7 @@ def bind_runtime(runtime: Runtime, source: Any) -> tuple[Topology, Binding]:
     """
     if source is None:
         return discovered_topology(runtime)
-    from .topology import load_topology
+    from . import load_topology
 
     statuses = runtime.backends
     topo = load_topology(source, known=[n for n in statuses if not n.startswith("<")])

@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._in_use import busy_ids
-from ._memory_blocks import Block, FreeIndex, Segment
-from ._memory_tiers import HostTiers, IdleReaper, SpillRecord
-from .device import Device
-from .errors import DsrtError, OutOfMemoryError, format_bytes
-from .memory import ALIGNMENT, Allocation, MemoryPool
+from ..errors import DsrtError, OutOfMemoryError, format_bytes
+from . import ALIGNMENT, Allocation, MemoryPool
+from .blocks import Block, FreeIndex, Segment
+from .in_use import busy_ids
+from .tiers import HostTiers, IdleReaper, SpillRecord
 
 if TYPE_CHECKING:
-    from .device import Stream
+    from ..device import Device, Stream
 
 __all__ = ["CachingPool", "SMALL_MAX", "SMALL_SEGMENT", "LARGE_ROUND"]
 
@@ -63,7 +62,7 @@ class CachingPool(MemoryPool):
     the small pool, whose segments are 1/16 of the bytes reserved so far, between 256 KiB and
     2 MiB (and never smaller than the request); a larger one takes ``ceil(n / 16 KiB) * 16 KiB``
     from the large pool, whose new segments are sized to the request. Free blocks are found by a
-    bounded best fit over size bins (see ``_memory_blocks``); they split, and coalesce with free
+    bounded best fit over size bins (see ``blocks``); they split, and coalesce with free
     neighbours in the same segment; the two pools never share a segment, so small blocks cannot
     pin large ones.
 
@@ -122,7 +121,7 @@ class CachingPool(MemoryPool):
         self.quick_bytes = self.quick_count = 0
         self.quick_blocks = quick_blocks  # 0 turns the quick cache off
         self._tiers = HostTiers(device, pinned_limit)
-        self._sync = type(device)._query_event is Device._query_event
+        self._sync = bool(getattr(device, "synchronous", False))
         self._default_stream = device.default_stream
         self.cache_slack = cache_slack
         self.compact_ratio = compact_ratio  # None turns compaction off
@@ -172,7 +171,7 @@ class CachingPool(MemoryPool):
                 self.quick_bytes -= size
                 self.quick_count -= 1
             else:
-                # Inlined FreeIndex.find + remove for the common case (see _memory_blocks for the rule).
+                # Inlined FreeIndex.find + remove for the common case (see blocks for the rule).
                 fl = size.bit_length() - 1
                 b = (fl << 4) | ((size >> (fl - 4)) & 15)
                 bins = index.bins

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .device import Device
+    from ..device import Device
 
 __all__ = ["SpillRecord", "HostTiers", "IdleReaper"]
 

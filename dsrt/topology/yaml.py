@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import TopologyError
+from ..errors import TopologyError
 
 __all__ = ["Doc", "Path_", "parse_yaml", "doc_from_mapping", "MAX_VALUES", "MAX_BYTES", "MAX_DEPTH"]
 

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._topology_units import format_bandwidth, format_latency
-from .errors import DsrtError, TopologyError
-from .topology import bind_runtime, describe_binding, load_topology
+from ..errors import DsrtError, TopologyError
+from ..topology import bind_runtime, describe_binding, load_topology
+from ..topology.units import format_bandwidth, format_latency
 
 __all__ = ["configure", "run", "describe_binding", "format_description"]
 

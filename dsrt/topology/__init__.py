@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._topology_bind import Binding, bind_runtime, describe_binding
-from ._topology_build import build_topology, known_backends
-from ._topology_model import DeviceDecl, Link, LinkDefault, Nics, Node, Topology
-from ._topology_schema import SCHEMA, schema_json
-from ._topology_yaml import doc_from_mapping, parse_yaml
-from .errors import TopologyError
+from ..errors import TopologyError
+from .bind import Binding, bind_runtime, describe_binding
+from .build import build_topology, known_backends
+from .model import DeviceDecl, Link, LinkDefault, Nics, Node, Topology
+from .schema import SCHEMA, schema_json
+from .yaml import doc_from_mapping, parse_yaml
 
 __all__ = [
     "Topology",
@@ -66,7 +66,7 @@ def load_topology(source: Any, *, name: str | None = None, known: Iterable[str] 
         path = Path(source)
         if not path.is_file():
             raise TopologyError(f"no such topology file '{path}'", file=str(path))
-        from ._topology_build import read_file_doc
+        from .build import read_file_doc
 
         doc = read_file_doc(path, shown=str(path))
         return build_topology(doc, name=name, stack=(path.resolve(),), extra_backends=known)

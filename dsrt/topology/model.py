@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import TopologyError
+from ..errors import TopologyError
 
 __all__ = ["DeviceDecl", "Node", "Link", "LinkDefault", "Nics", "Topology", "freeze", "thaw",
            "HOST_DEFAULT", "NETWORK_DEFAULT", "KIND_LATENCY"]
