@@ -1,9 +1,13 @@
 """C user kernels for the CPU: compiled by the system C compiler, loaded and called through cffi.
 
-Compiled libraries are cached on disk under a SHA-256 of the source, the options, the compiler's
-version and the machine, in ``$DSRT_CACHE_DIR/c`` (default ``~/.cache/dsrt/c``). Writes go to a
-temporary file and are renamed into place, so two processes compiling at once are safe. Only shared
-libraries are stored; nothing is ever unpickled.
+Compiled libraries are cached by :class:`dsrt.kernel_cache.KernelCache` (kind ``"c"``) in
+``$DSRT_CACHE_DIR/c`` (default ``~/.cache/dsrt/c``), keyed by a SHA-256 of the source and the
+options; the compiler identity (resolved path, ``--version``, machine, CPU model and feature flags,
+since ``-march=native`` code can trap on another CPU) is part of the key and of each manifest. A
+cached library is read into memory, checked against its manifest (size, SHA-256, identity) and
+then loaded from a sealed private copy (:func:`dsrt.kernel_cache.private_copy`), never from the cache
+file itself: a file in a shared directory can be truncated or rewritten after it was hashed or while
+it is mapped (SIGBUS, or other code). A bad entry is rebuilt; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -23,19 +27,11 @@ from typing import Any
 import cffi
 
 from dsrt.errors import ConfigurationError, KernelCompileError
+from dsrt.kernel_cache import KernelCache, private_copy
 
-__all__ = ["CCompiler", "cache_dir"]
+__all__ = ["CCompiler"]
 
 DEFAULT_OPTIONS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-fno-math-errno")
-
-
-def cache_dir() -> Path:
-    """Root of dsrt's on-disk caches."""
-    root = os.environ.get("DSRT_CACHE_DIR")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dsrt"
 
 
 def _signature(source: str, name: str) -> str:
@@ -53,60 +49,106 @@ def _signature(source: str, name: str) -> str:
     return decl + ";"
 
 
+def _cpu_identity() -> str:
+    """CPU model and a hash of its feature flags (Linux ``/proc/cpuinfo``; else ``platform``)."""
+    model, flags = platform.processor(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                field, _, value = line.partition(":")
+                field = field.strip()
+                if field == "model name" and not model:
+                    model = value.strip()
+                elif field in ("flags", "Features") and not flags:
+                    flags = hashlib.sha256(value.strip().encode()).hexdigest()[:16]
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return f"{model} flags={flags}"
+
+
 class CCompiler:
-    """Compiles and caches C kernels; ``build`` returns ``((ffi, function), cache_hit)``."""
+    """Compiles and caches C kernels; ``build`` returns ``((ffi, function), cache_hit)``.
+
+    ``cache`` (created on first use) is the :class:`~dsrt.kernel_cache.KernelCache` whose ``stats``
+    count hits, misses and rejected entries. Thread-safe.
+    """
 
     def __init__(self, cc: str | None = None) -> None:
         self.cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or ""
-        self._version: str | None = None
         self._lock = threading.Lock()
-        self._loaded: dict[str, Any] = {}
+        self._cache: KernelCache | None = None
+        #: key -> path of the private copy the library was loaded from (in-process hits).
+        self._loaded: dict[str, str] = {}
 
-    def _compiler_version(self) -> str:
-        if self._version is None:
+    @property
+    def cache(self) -> KernelCache:
+        """The on-disk cache for this compiler (runs ``cc --version`` once)."""
+        if self._cache is None:
             if not self.cc:
                 raise ConfigurationError("no C compiler found (set CC or install gcc)")
+            path = shutil.which(self.cc) or self.cc
             res = subprocess.run([self.cc, "--version"], capture_output=True, text=True, check=False)
-            self._version = res.stdout.splitlines()[0] if res.stdout else self.cc
-        return self._version
+            version = res.stdout.splitlines()[0] if res.stdout else self.cc
+            identity = {"compiler": os.path.realpath(path), "version": version, "machine": platform.machine(),
+                        "cpu": _cpu_identity()}
+            self._cache = KernelCache("c", identity, suffix=".so")
+        return self._cache
 
     def key(self, source: str, options: Sequence[str]) -> str:
-        h = hashlib.sha256()
-        for part in (source, "\0".join(options), self._compiler_version(), platform.machine(), platform.processor()):
-            h.update(part.encode())
-            h.update(b"\0")
-        return h.hexdigest()
+        """Cache key of ``source`` built with the full option list ``options``."""
+        return self.cache.key(source, "\0".join(options))
 
     def build(self, source: str, name: str, options: Sequence[str] = ()) -> tuple[tuple[Any, Any], bool]:
         decl = _signature(source, name)
         opts = tuple(DEFAULT_OPTIONS) + tuple(options)
+        cache = self.cache
         key = self.key(source, opts)
-        directory = cache_dir() / "c"
-        directory.mkdir(parents=True, exist_ok=True)
-        lib_path = directory / f"{key}.so"
-        hit = lib_path.exists()
-        if not hit:
-            self._compile(source, name, opts, lib_path)
         with self._lock:
-            lib = self._loaded.get(key)
             ffi = cffi.FFI()
             try:
                 ffi.cdef(decl)
             except cffi.CDefError as exc:
                 raise KernelCompileError(f"cannot declare '{decl}' to cffi: {exc}", kernel=name) from exc
-            lib = ffi.dlopen(str(lib_path))
-            self._loaded[key] = lib
-        return (ffi, getattr(lib, name)), hit
+            path = self._loaded.get(key)
+            hit = path is not None
+            lib = None
+            if path is None:
+                data = cache.load(key)
+                if data is not None:
+                    path = private_copy(data, ".so")
+                    try:
+                        lib = ffi.dlopen(path)
+                        hit = True
+                    except OSError as exc:
+                        # Verified bytes the loader still refuses (a manifest written by someone else).
+                        cache.reject(key, "load-failed", str(exc))
+                        path = None
+                if path is None:
+                    data = self._compile(source, name, opts)
+                    cache.store(key, data, {"name": name})
+                    path = private_copy(data, ".so")
+                self._loaded[key] = path
+            if lib is None:
+                try:
+                    lib = ffi.dlopen(path)
+                except OSError as exc:
+                    raise KernelCompileError(f"C kernel '{name}' compiled but cannot be loaded: {exc}",
+                                             kernel=name) from exc
+        try:
+            return (ffi, getattr(lib, name)), hit
+        except AttributeError as exc:
+            raise KernelCompileError(f"C kernel '{name}' is not exported by the compiled library (static?)",
+                                     kernel=name) from exc
 
-    def _compile(self, source: str, name: str, opts: Sequence[str], target: Path) -> None:
+    def _compile(self, source: str, name: str, opts: Sequence[str]) -> bytes:
+        """The shared object's bytes. Built in a private temporary directory with relative paths, so
+        equal inputs give equal bytes."""
         with tempfile.TemporaryDirectory(prefix="dsrt-cc-") as tmp:
-            src = Path(tmp) / "kernel.c"
-            src.write_text(source)
-            out = Path(tmp) / "kernel.so"
-            res = subprocess.run([self.cc, *opts, str(src), "-o", str(out), "-lm"], capture_output=True, text=True,
-                                 check=False)
+            Path(tmp, "kernel.c").write_text(source)
+            res = subprocess.run([self.cc, *opts, "kernel.c", "-o", "kernel.so", "-lm"], capture_output=True,
+                                 text=True, check=False, cwd=tmp)
             if res.returncode != 0:
                 raise KernelCompileError(f"C kernel '{name}' failed to compile", log=res.stderr, kernel=name)
-            staged = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            shutil.copyfile(out, staged)
-            os.replace(staged, target)
+            return Path(tmp, "kernel.so").read_bytes()

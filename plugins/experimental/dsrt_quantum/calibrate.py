@@ -31,7 +31,7 @@ _models: dict[tuple[str, str], CostModel] = {}
 
 
 def _cache_file() -> Path:
-    from dsrt_cpu.compiler import cache_dir
+    from dsrt.kernel_cache import cache_dir
 
     return cache_dir() / "quantum" / "cost_model.json"
 

@@ -1,36 +1,43 @@
 """Builds OpenCL programs, caching device binaries on disk.
 
-The key is a SHA-256 of the source, the build options, the device (name, vendor, OpenCL version) and
-the driver version, so a driver update or another device never reuses a binary. Binaries live in
-``$DSRT_CACHE_DIR/opencl`` (default ``~/.cache/dsrt/opencl``) as ``<key>.bin``: raw bytes from
-``CL_PROGRAM_BINARIES``, written to a temporary file and renamed into place (two processes compiling
-at once are safe). Nothing is unpickled. A binary the driver rejects is deleted and rebuilt from source.
+Binaries are stored by :class:`dsrt.kernel_cache.KernelCache` (kind ``"opencl"``) in
+``$DSRT_CACHE_DIR/opencl`` (default ``~/.cache/dsrt/opencl``): raw bytes from
+``CL_PROGRAM_BINARIES`` with a JSON manifest. The key is a SHA-256 of the source and the build
+options; the identity (platform name and version, device name, vendor and OpenCL version, driver
+version) is part of the key and is checked against each manifest, so a driver update or another
+device never reuses a binary. A binary is handed to the driver only after its size and SHA-256 match
+the manifest (a truncated binary crashes some drivers); one the driver still refuses is dropped and
+rebuilt from source. Nothing is unpickled: :func:`disable_pyopencl_disk_caches` also keeps
+pyopencl's own pickled caches out of every launch.
 
-``stats`` counts source builds (``compiles``), disk hits and in-process hits, so tests can prove that
-a second process compiles nothing.
+``stats`` counts source builds (``compiles``), disk hits, in-process hits and rejected disk entries
+(``rejected``, with ``reasons``), so tests can prove that a second process compiles nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dsrt.errors import KernelCompileError
+from dsrt.kernel_cache import KernelCache
 
-__all__ = ["ProgramCache", "cache_dir"]
+__all__ = ["ProgramCache", "disable_pyopencl_disk_caches"]
 
 
-def cache_dir() -> Path:
-    """Directory of cached OpenCL binaries (created on first write)."""
-    root = os.environ.get("DSRT_CACHE_DIR")
-    if root:
-        return Path(root) / "opencl"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dsrt" / "opencl"
+def disable_pyopencl_disk_caches(cl: Any) -> None:
+    """Turn off pyopencl's on-disk caches for this process (same effect as ``PYOPENCL_NO_CACHE=1``).
+
+    pyopencl keeps a pickled cache of generated argument-setting code ("invoker cache", a sqlite file
+    under the user's cache directory) and unpickles from it the first time each kernel object is
+    called; its source-build cache pickles too. Whoever can write those files chooses what code runs
+    in every process that launches a kernel. dsrt needs neither: programs come from
+    :class:`ProgramCache`, and kernel objects are kept per device, so the invoker is generated once per
+    kernel object in memory (about a millisecond). Called when an OpenCL device is created, before
+    any launch; it affects other pyopencl users in the same process the same way.
+    """
+    cl._PYOPENCL_NO_CACHE = True
 
 
 class ProgramCache:
@@ -43,18 +50,23 @@ class ProgramCache:
         self.device_id = device_id
         self._lock = threading.Lock()
         self._programs: dict[str, Any] = {}
-        self.stats = {"compiles": 0, "disk_hits": 0, "memory_hits": 0}
+        self._counts = {"compiles": 0, "disk_hits": 0, "memory_hits": 0}
         d = device
-        self._identity = "\0".join(
-            [d.name, d.vendor, d.version, d.driver_version, d.platform.name, d.platform.version]
-        )
+        identity = {"device": d.name, "vendor": d.vendor, "device_version": d.version,
+                    "driver_version": d.driver_version, "platform": d.platform.name,
+                    "platform_version": d.platform.version}
+        #: The verified on-disk store (its ``stats`` has the disk-level detail).
+        self.store = KernelCache("opencl", identity, suffix=".bin")
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """``compiles``, ``disk_hits``, ``memory_hits``, ``rejected`` and ``reasons`` (a copy)."""
+        with self._lock:
+            return {**self._counts, "rejected": self.store.stats["rejected"],
+                    "reasons": dict(self.store.stats["reasons"])}
 
     def key(self, source: str, options: Sequence[str]) -> str:
-        h = hashlib.sha256()
-        for part in (source, "\0".join(options), self._identity):
-            h.update(part.encode())
-            h.update(b"\1")
-        return h.hexdigest()
+        return self.store.key(source, "\0".join(options))
 
     def build(self, source: str, options: Sequence[str] = (), *, name: str = "", persist: bool = True
               ) -> tuple[Any, bool]:
@@ -72,32 +84,30 @@ class ProgramCache:
         with self._lock:
             prg = self._programs.get(key)
             if prg is not None:
-                self.stats["memory_hits"] += 1
+                self._counts["memory_hits"] += 1
                 return prg, True
-            path = cache_dir() / f"{key}.bin"
-            prg = self._load(path, options) if persist else None
+            prg = self._load(key, options) if persist else None
             hit = prg is not None
             if prg is None:
                 prg = self._compile(source, options, name)
                 if persist:
-                    self._store(path, prg)
-                self.stats["compiles"] += 1
+                    self._store(key, prg, name)
+                self._counts["compiles"] += 1
             else:
-                self.stats["disk_hits"] += 1
+                self._counts["disk_hits"] += 1
             self._programs[key] = prg
             return prg, hit
 
-    def _load(self, path: Path, options: Sequence[str]) -> Any:
+    def _load(self, key: str, options: Sequence[str]) -> Any:
         cl = self._cl
-        try:
-            binary = path.read_bytes()
-        except OSError:
+        binary = self.store.load(key)
+        if binary is None:
             return None
         try:
             return cl.Program(self.context, [self.device], [binary]).build(options=list(options))
-        except cl.Error:
-            # Corrupt or stale binary: drop it and compile from source instead.
-            path.unlink(missing_ok=True)
+        except cl.Error as exc:
+            # A verified binary the driver refuses (e.g. written under a forged manifest).
+            self.store.reject(key, "driver-rejected", f"{self.device_id}: {exc}")
             return None
 
     def _compile(self, source: str, options: Sequence[str], name: str) -> Any:
@@ -116,16 +126,12 @@ class ProgramCache:
                                      kernel=name or None, device=self.device_id) from None
         return cl.Program(raw)
 
-    def _store(self, path: Path, prg: Any) -> None:
+    def _store(self, key: str, prg: Any, name: str) -> None:
         cl = self._cl
         try:
             binaries = prg.get_info(cl.program_info.BINARIES)
             blob = bytes(binaries[0]) if binaries else b""
         except cl.Error:
             return
-        if not blob:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        staged.write_bytes(blob)
-        os.replace(staged, path)
+        if blob:
+            self.store.store(key, blob, {"name": name, "device": self.device_id})
