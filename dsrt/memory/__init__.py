@@ -1,7 +1,7 @@
 """Device memory: the allocation handle every Array holds, and the pool that hands them out.
 
 Ownership: a :class:`MemoryPool` belongs to one device and owns every raw allocation it made through
-the device's ``_allocate``/``_free`` primitives. It hands out :class:`Allocation` objects; an
+the device's :class:`~dsrt.memory.allocator.Allocator` (``device.allocator``). It hands out :class:`Allocation` objects; an
 Allocation goes back to its pool when the last Python reference to it dies (or on
 :meth:`Allocation.release`), never to the user. All sizes are in bytes.
 
@@ -9,22 +9,25 @@ This module holds the contract and :func:`create_pool`, which gives
 every device a :class:`CachingPool` (caching, splitting/coalescing, stream-aware, compacting,
 spilling to host tiers; see ``dsrt/memory/pool.py``).
 
-The pool may move an allocation's bytes (compaction, spilling); ``generation`` then changes and
-cached views are rebuilt. Code that holds a raw address or view across a call that can allocate
-must keep the allocation from moving: launches and collectives do it for their operands
-(:data:`IN_USE`), :func:`in_use` does it for a block of code, and exporting (DLPack, the CUDA array
-interface, torch) does it for good.
+The pool may move an allocation's bytes (compaction, spilling) at any time, from any thread that
+allocates; ``generation`` then changes and cached views are rebuilt. Code that reads a raw
+``handle``/``offset`` (a copy, a launch, a collective) must first keep the allocation from moving:
+list it in :data:`IN_USE` and then settle it with :meth:`MemoryPool.hold` (:func:`in_use` does
+both), and read the handle only after that. Exporting (DLPack, the CUDA array interface, torch)
+pins it for good.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .in_use import IN_USE, busy_ids, in_use
 
 if TYPE_CHECKING:
     from ..device import Device, Stream
+    from .allocator import Allocator
 
 __all__ = ["Allocation", "MemoryPool", "CachingPool", "ALIGNMENT", "IN_USE", "busy_ids", "create_pool", "in_use"]
 
@@ -113,6 +116,8 @@ class MemoryPool:
 
     def __init__(self, device: Device, *, limit: int | None = None) -> None:
         self.device = device
+        #: The only way the pool reaches device memory (see :mod:`dsrt.memory.allocator`).
+        self.allocator: Allocator = device.allocator
         self.limit = limit
 
     def allocate(self, nbytes: int, stream: Stream | None = None) -> Allocation:
@@ -126,12 +131,21 @@ class MemoryPool:
     def fetch(self, alloc: Allocation) -> None:
         """Bring a spilled allocation back onto the device (no-op for pools that never spill)."""
 
+    def hold(self, items: Iterable[Any]) -> None:
+        """Make ``items`` (Allocations of this pool, or Arrays standing for theirs) resident for a caller
+        that has listed them in :data:`IN_USE` and will read their raw handles; a pool that moves
+        bytes must also wait here for a move already under way (see :meth:`CachingPool.hold`)."""
+        for item in items:
+            alloc = getattr(item, "allocation", item)
+            if alloc.pool is self:
+                alloc.touch()
+
     def set_limit(self, limit: int | float | None) -> None:
         """Cap reserved bytes: an int is bytes, a float in (0, 1] a fraction of device memory."""
         if limit is None:
             self.limit = None
         elif isinstance(limit, float) and 0 < limit <= 1:
-            self.limit = int(limit * self.device.info.memory_bytes)
+            self.limit = int(limit * self.allocator.memory_bytes)
         else:
             self.limit = int(limit)
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DsrtError, OutOfMemoryError, format_bytes
-from . import ALIGNMENT, Allocation, MemoryPool
+from ..errors import OutOfMemoryError, format_bytes
+from . import ALIGNMENT, Allocation, MemoryPool, _use_clock
 from .blocks import Block, FreeIndex, Segment
 from .in_use import busy_ids
 from .tiers import HostTiers, IdleReaper, SpillRecord
@@ -120,9 +120,9 @@ class CachingPool(MemoryPool):
         self._quick_serial = 0
         self.quick_bytes = self.quick_count = 0
         self.quick_blocks = quick_blocks  # 0 turns the quick cache off
-        self._tiers = HostTiers(device, pinned_limit)
-        self._sync = bool(getattr(device, "synchronous", False))
-        self._default_stream = device.default_stream
+        self._tiers = HostTiers(self.allocator, pinned_limit)
+        self._sync = bool(self.allocator.synchronous)
+        self._default_stream = self.allocator.default_stream
         self.cache_slack = cache_slack
         self.compact_ratio = compact_ratio  # None turns compaction off
         self.idle_shrink_s = idle_shrink_s
@@ -421,7 +421,7 @@ class CachingPool(MemoryPool):
 
     # ------------------------------------------------------------------ slow path
     def _capacity(self) -> int:
-        return self.limit if self.limit is not None else int(self.device.info.memory_bytes)
+        return self.limit if self.limit is not None else self.allocator.memory_bytes
 
     def _miss(self, n: int, size: int, stream: Stream, index: FreeIndex, exclude: Allocation | None) -> Block:
         """Find room for ``size`` bytes when no cached block fits: new segment, free the cache and
@@ -496,7 +496,7 @@ class CachingPool(MemoryPool):
         if avoid is None:
             self._nested_left = _COMPACT_NESTED
             if not self._sync:
-                self.device.synchronize()  # a move must not overtake kernels still queued on the bytes
+                self.allocator.synchronize()  # a move must not overtake kernels still queued on the bytes
         fits = index.largest_bound()  # a live block larger than every free block has nowhere to go...
         if avoid is None:
             fits = max(fits, size)  # ... unless a nested window opens one
@@ -648,13 +648,13 @@ class CachingPool(MemoryPool):
         n = alloc.nbytes
         if n:
             on = alloc.stream or self._default_stream
-            target = Allocation(self.device, handle, dest.offset, n, None)
-            if not self.device._copy_between(target, alloc, n, on):
+            allocator = self.allocator
+            if not allocator.transfer(handle, dest.offset, alloc.handle, alloc.offset, n, on):
                 staged = np.empty(n, np.uint8)  # no device-side copy: through host memory
-                self.device._copy_out(alloc.handle, alloc.offset, staged, on)
-                self.device._copy_in(handle, dest.offset, staged, on)
+                allocator.copy_out(alloc.handle, alloc.offset, staged, on)
+                allocator.copy_in(handle, dest.offset, staged, on)
             if not self._sync:
-                self.device._synchronize(on)
+                allocator.synchronize(on)
         dest.free = False
         dest.requested = blk.requested
         dest.born = blk.born
@@ -689,13 +689,9 @@ class CachingPool(MemoryPool):
         if self.reserved + seg_size > capacity:
             return None
         try:
-            handle = self.device._allocate(seg_size)
-        except (MemoryError, OutOfMemoryError):
+            handle = self.allocator.allocate(seg_size)  # vendor errors arrive translated
+        except OutOfMemoryError:
             return None
-        except DsrtError:
-            raise
-        except Exception as exc:
-            raise self.device._translate_error(exc, f"allocation of {format_bytes(seg_size)}") from exc
         self._serial += 1
         seg = Segment(handle, seg_size, large, self._serial)
         self._segments[self._serial] = seg
@@ -727,7 +723,7 @@ class CachingPool(MemoryPool):
                 head.pending = None
             (self._large if seg.large else self._small).remove(head)
             del self._segments[seg.serial]
-            self.device._free(seg.handle)
+            self.allocator.free(seg.handle)
             seg.handle = None
             self.reserved -= seg.size
             self.segment_frees += 1
@@ -738,7 +734,7 @@ class CachingPool(MemoryPool):
         self.ooms += 1
         largest = max(self._small.largest(), self._large.largest())
         return OutOfMemoryError(
-            device=self.device.id, requested=n, capacity=capacity, largest_free=largest,
+            device=self.allocator.device_id, requested=n, capacity=capacity, largest_free=largest,
             stats=self._stats_locked(), tried=tried,
             detail=f"{format_bytes(max(capacity - self.reserved, 0))} never reserved",
         )
@@ -753,7 +749,7 @@ class CachingPool(MemoryPool):
             while blk is not None:
                 if not blk.free and blk.alloc_ref is not None:
                     a = blk.alloc_ref()
-                    if (a is not None and a is not exclude and a.pool_data is blk and not a.exported
+                    if (a is not None and a is not exclude and a.pool is self and a.pool_data is blk and not a.exported
                             and id(a) not in self._pins and id(a) not in busy):
                         found.append((a.last_use, a))
                 blk = blk.next
@@ -768,8 +764,8 @@ class CachingPool(MemoryPool):
         stream = alloc.stream or self._default_stream
         rec = self._tiers.take(block.size)
         if alloc.nbytes:
-            self.device._copy_out(alloc.handle, alloc.offset, rec.buffer[: alloc.nbytes], stream)
-            self.device._synchronize(stream)
+            self.allocator.copy_out(alloc.handle, alloc.offset, rec.buffer[: alloc.nbytes], stream)
+            self.allocator.synchronize(stream)
         alloc.handle = None
         alloc.pool_data = rec
         alloc.generation += 1
@@ -787,27 +783,54 @@ class CachingPool(MemoryPool):
         with self._lock:
             if self._deferred:
                 self._drain()
-            rec = alloc.pool_data
-            if alloc.handle is not None or type(rec) is not SpillRecord:
-                return
-            n = alloc.nbytes
-            stream = alloc.stream or self._default_stream
-            index = self._large if n > SMALL_MAX else self._small
-            block = index.find(rec.size, stream)
-            if block is None:
-                block = self._miss(n, rec.size, stream, index, alloc)
-            self._carve(block, rec.size, index)
-            self._count(block, n)
-            handle = block.segment.handle
-            if n:
-                self.device._copy_in(handle, block.offset, rec.buffer[:n], stream)
-                self.device._synchronize(stream)
-            self.spilled_live -= rec.size
-            self._tiers.give_back(rec)
-            alloc.handle, alloc.offset, alloc.pool_data = handle, block.offset, block
-            alloc.generation += 1
-            block.alloc_ref = weakref.ref(alloc)
-            self.fetches += 1
+            self._fetch_locked(alloc)
+
+    def hold(self, items: Iterable[Any]) -> None:
+        """Settle ``items`` (Allocations of this pool, or Arrays standing for theirs) for a caller that
+        has just listed them in :data:`~dsrt.memory.IN_USE` and is about to read their raw
+        ``handle``/``offset``: resident, marked used, and not moving.
+
+        Taking the pool lock is the barrier that makes lock-free registration safe: a spill or a
+        compaction runs wholly under the lock and decides what it may move from ``IN_USE`` under it,
+        so once this returns, one that began before the registration has finished (the handle the
+        caller reads is the new one) and every later one sees the registration. Spilled items are
+        fetched here (the others, listed, are not spilled to make room). Called on the thread that
+        registered the items, never with the pool lock held.
+        """
+        clock = _use_clock
+        with self._lock:
+            if self._deferred:
+                self._drain()
+            for item in items:
+                alloc = getattr(item, "allocation", item)
+                if alloc.pool is self:
+                    if alloc.handle is None:
+                        self._fetch_locked(alloc)
+                    alloc.last_use = next(clock)
+
+    def _fetch_locked(self, alloc: Allocation) -> None:
+        """:meth:`fetch` with the lock held."""
+        rec = alloc.pool_data
+        if alloc.handle is not None or type(rec) is not SpillRecord:
+            return
+        n = alloc.nbytes
+        stream = alloc.stream or self._default_stream
+        index = self._large if n > SMALL_MAX else self._small
+        block = index.find(rec.size, stream)
+        if block is None:
+            block = self._miss(n, rec.size, stream, index, alloc)
+        self._carve(block, rec.size, index)
+        self._count(block, n)
+        handle = block.segment.handle
+        if n:
+            self.allocator.copy_in(handle, block.offset, rec.buffer[:n], stream)
+            self.allocator.synchronize(stream)
+        self.spilled_live -= rec.size
+        self._tiers.give_back(rec)
+        alloc.handle, alloc.offset, alloc.pool_data = handle, block.offset, block
+        alloc.generation += 1
+        block.alloc_ref = weakref.ref(alloc)
+        self.fetches += 1
 
     def spill(self, alloc: Allocation) -> int:
         """Move ``alloc`` off the device now (it comes back on ``touch``). Returns bytes freed."""

@@ -1,7 +1,7 @@
 """The tiers a :class:`~dsrt.memory.CachingPool` spills to, and the thread that shrinks idle pools.
 
-Tiers, nearest first: the device itself, then pinned (page-locked) host memory where the device
-offers ``_allocate_pinned(nbytes)``, then ordinary host memory (numpy). A spilled allocation's
+Tiers, nearest first: the device itself, then pinned (page-locked) host memory where the device's
+allocator offers it (``pinned_host``), then ordinary host memory (numpy). A spilled allocation's
 bytes live in a :class:`SpillRecord` until :meth:`Allocation.touch` brings them back. All sizes are
 in bytes, all times in seconds.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..device import Device
+    from .allocator import Allocator
 
 __all__ = ["SpillRecord", "HostTiers", "IdleReaper"]
 
@@ -38,16 +38,16 @@ class SpillRecord:
 class HostTiers:
     """Hands out host buffers for spills: pinned first (up to ``pinned_limit`` bytes), then host.
 
-    ``_allocate_pinned(nbytes)`` must return a host object exposing the buffer protocol (a numpy
-    ``uint8`` array, or anything ``numpy.frombuffer`` accepts) of at least ``nbytes`` bytes;
-    ``_free_pinned(obj)``, when the device has it, gives it back.
+    Pinned buffers come from the allocator's :meth:`~dsrt.memory.allocator.Allocator.allocate_pinned`
+    (a host object exposing the buffer protocol of at least ``nbytes`` bytes) and go back through
+    its ``free_pinned``. Called under the pool lock.
     """
 
-    def __init__(self, device: Device, pinned_limit: int | None) -> None:
-        self.device = device
-        self.has_pinned = callable(getattr(device, "_allocate_pinned", None))
+    def __init__(self, allocator: Allocator, pinned_limit: int | None) -> None:
+        self.allocator = allocator
+        self.has_pinned = bool(allocator.pinned_host)
         if pinned_limit is None:
-            pinned_limit = int(device.info.memory_bytes) if self.has_pinned else 0
+            pinned_limit = allocator.memory_bytes if self.has_pinned else 0
         self.pinned_limit = pinned_limit if self.has_pinned else 0
         self.bytes = {"pinned_host": 0, "host": 0}
         self.peak = {"pinned_host": 0, "host": 0}
@@ -55,10 +55,7 @@ class HostTiers:
     def take(self, nbytes: int) -> SpillRecord:
         """A host buffer of ``nbytes`` bytes in the nearest tier with room."""
         if self.has_pinned and self.bytes["pinned_host"] + nbytes <= self.pinned_limit:
-            try:
-                native = self.device._allocate_pinned(nbytes)  # type: ignore[attr-defined]
-            except (MemoryError, OSError, RuntimeError):
-                native = None  # pinned memory exhausted: fall through to pageable host memory
+            native = self.allocator.allocate_pinned(nbytes)  # None: exhausted, use pageable memory
             if native is not None:
                 buf = native if isinstance(native, np.ndarray) else np.frombuffer(native, np.uint8)
                 return self._account(SpillRecord("pinned_host", buf.reshape(-1)[:nbytes], nbytes, native))
@@ -74,9 +71,7 @@ class HostTiers:
         """Release ``rec``'s host buffer."""
         self.bytes[rec.tier] -= rec.size
         if rec.tier == "pinned_host":
-            free = getattr(self.device, "_free_pinned", None)
-            if callable(free):
-                free(rec.native)
+            self.allocator.free_pinned(rec.native)
         rec.buffer = rec.native = None  # type: ignore[assignment]
 
 

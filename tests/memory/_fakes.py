@@ -13,8 +13,11 @@ from dsrt_cpu.hostmem import HostMemory
 class FakeDevice(HostMemory, Device):
     """A host-memory device that counts raw allocations; ``memory_bytes`` is its capacity."""
 
+    _queues_work = False  # synchronous: every copy has finished when it returns
+
     def __init__(self, memory_bytes: int = 64 << 20, *, pinned: bool = False) -> None:
-        super().__init__(DeviceInfo(id="fake:0", backend="fake", index=0, name="fake", memory_bytes=memory_bytes))
+        super().__init__(DeviceInfo(id="fake:0", backend="fake", index=0, name="fake", memory_bytes=memory_bytes,
+                                    synchronous=not self._queues_work, host_visible=True))
         self.raw_allocs = 0
         self.raw_frees = 0
         self.live_raw = 0
@@ -44,6 +47,8 @@ class AsyncDevice(FakeDevice):
     Each stream has a counter of queued work items; an event remembers the counter at record
     time and completes once ``finish`` has advanced the stream's done mark past it.
     """
+
+    _queues_work = True
 
     def __init__(self, memory_bytes: int = 64 << 20) -> None:
         self.queued: dict[int, int] = {}
