@@ -15,6 +15,7 @@ where: the file, line and column for YAML, the device for launches and allocatio
     ├── DeviceError                   something went wrong on one device (``.device`` names it)
     │   ├── DeviceUnavailableError    the device (or its whole backend) cannot be used here; ``.reason``
     │   ├── DeviceLostError           the device stopped answering mid-run
+    │   ├── TransientDeviceError      a fault that may not recur (one ECC error): retried on the same device
     │   └── OutOfMemoryError          an allocation could not be satisfied (requested/capacity bytes)
     ├── KernelError                   a kernel cannot run
     │   ├── UnsupportedKernelError    the device does not implement this kernel for this dtype
@@ -45,6 +46,7 @@ __all__ = [
     "DeviceError",
     "DeviceUnavailableError",
     "DeviceLostError",
+    "TransientDeviceError",
     "OutOfMemoryError",
     "DsrtOutOfMemoryError",
     "KernelError",
@@ -138,6 +140,14 @@ class DeviceUnavailableError(DeviceError):
 
 class DeviceLostError(DeviceError):
     """A device stopped working mid-run (driver reset, hang, hot-unplug, injected fault)."""
+
+
+class TransientDeviceError(DeviceError):
+    """A device fault that may not recur (one corrected ECC error, one dropped interrupt).
+
+    The scheduler retries the chunk on the same device a bounded number of times before it
+    quarantines the device.
+    """
 
 
 class OutOfMemoryError(DeviceError, MemoryError):

@@ -1,25 +1,44 @@
 """``Scheduler``: the runtime's load balancer (``rt.scheduler``, ``rt.map``, ``rt.submit``, ``rt.explain``).
 
 It owns the performance model (persisted between runs), the policy registry (built-ins plus plugins'
-``dsrt_register_policies``) and the statistics of the last run. Results are dsrt Arrays on the device
-each chunk ran on; the caller owns them. Inputs are never modified.
+``dsrt_register_policies``), the devices' health across runs (:mod:`dsrt.scheduler.health`) and the
+report of the last run. Results are dsrt Arrays on the device each chunk ran on; the caller owns them.
+
+Guarantees, stated precisely:
+
+- **Accuracy.** Every chunk carries the accuracy it needs: the caller's ``tolerance`` (largest
+  relative error), else the conformance kit's tolerance for the kernel and dtype. A device whose
+  declared ``precision_bits`` cannot meet it never takes the chunk. Simulated devices take no work
+  from default placement: name them in ``devices=`` or pass ``tolerance=``.
+- **Exactly once.** Each chunk's result is committed exactly once. A chunk may *run* more than once
+  (after a device failure, a timeout, or for ``verify=``), but every attempt works on private
+  copies of its inputs where the kernel writes in place, so the caller's inputs are never modified
+  and a late original's output is discarded, never returned. Kernels with side effects outside
+  their output arrays (task kernels that write elsewhere) may see those effects more than once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from ..accuracy import relative_error
 from ..errors import ConfigurationError, PoisonedChunkError, SchedulingError
+from ..kernels import get_kernel
 from .engine import Engine, Worker
 from .executors import ThreadExecutor
+from .health import DeviceHealth, health_check
 from .links import DefaultLinks, LinkModel, TopologyLinks
 from .perfmodel import PerfModel, default_model_path
 from .policies import BUILTIN_POLICIES, PolicySpec
-from .task import Future, Placement, RunStats, Task
+from .task import Future, Placement, RunReport, RunStats, Task, default_tolerance
 
 __all__ = ["Scheduler", "DEFAULT_POLICY"]
 
@@ -60,7 +79,8 @@ class Scheduler:
                             plugin, type(spec).__name__)
                 continue
             self.policies[spec.name] = spec
-        self.last_run: RunStats | None = None
+        self.last_run: RunReport | None = None
+        self.health = DeviceHealth()
         self._pending: list[Task] = []
         self._pending_opts: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -106,26 +126,51 @@ class Scheduler:
         kernel: str,
         chunks: Sequence[Sequence[Any]],
         *,
-        policy: str | None = None,
         devices: Sequence[Any] | None = None,
+        policy: str | None = None,
         tolerance: float | None = None,
+        timeout: float | None = None,
+        verify: float | None = None,
         inplace: bool | None = None,
         **params: Any,
     ) -> list[Any]:
         """Run ``kernel`` over each chunk (a tuple of arrays); results in input order.
 
+        ``devices``: ids or devices to use (default: every healthy, exact device; simulated devices
+        only when named here or admitted by ``tolerance``). ``policy``: a registered policy name
+        (default ``dmda``). ``tolerance``: the largest relative error acceptable (default: the
+        conformance kit's tolerance for the kernel and dtype, so only devices exact to the dtype take
+        work). ``timeout``: seconds the whole run may take; chunks unfinished by then are given up.
+        ``verify``: a fraction of chunks (at least one per device used) re-run against the kernel's
+        numpy reference or on another exact device; a device whose results disagree is quarantined
+        and its chunks computed again elsewhere. ``params`` go to the kernel. What happened is in
+        :attr:`last_run` (a :class:`RunReport`).
+
         Raises :class:`PoisonedChunkError` (with ``.results``, ``None`` where a chunk was given up)
-        when chunks failed on three devices or no capable device was left for them.
+        when chunks failed on three devices, no capable device was left for them, or the timeout passed.
         """
-        tasks = []
-        for i, chunk in enumerate(chunks):
-            inputs = tuple(chunk) if isinstance(chunk, (tuple, list)) else (chunk,)
-            tasks.append(Task.build(i, kernel, inputs, params, tolerance=tolerance, inplace=inplace))
-        stats = self._run(tasks, policy, devices)
+        if verify is not None and not 0.0 <= float(verify) <= 1.0:
+            raise ConfigurationError(f"verify={verify!r}: give the fraction of chunks to re-check, from 0 to 1")
+        if tolerance is not None and not (tolerance >= 0 and math.isfinite(tolerance)):
+            raise ConfigurationError(f"tolerance={tolerance!r}: give a relative error >= 0")
+        tasks = [self._task(i, kernel, chunk, params, tolerance, inplace) for i, chunk in enumerate(chunks)]
+        stats = self._run(tasks, policy, devices, tolerance=tolerance, timeout=timeout)
+        if verify:
+            self._verify(tasks, stats, float(verify), policy, devices, tolerance)
         results = [t.result if t.committed else None for t in tasks]
         if stats.poisoned:
             raise PoisonedChunkError(_poison_message(kernel, stats), poisoned=stats.poisoned, results=results)
         return results
+
+    @staticmethod
+    def _task(index: int, kernel: str, chunk: Any, params: dict[str, Any], tolerance: float | None,
+              inplace: bool | None) -> Task:
+        inputs = tuple(chunk) if isinstance(chunk, (tuple, list)) else (chunk,)
+        task = Task.build(index, kernel, inputs, params, tolerance=tolerance, inplace=inplace)
+        if tolerance is None:
+            task.tolerance = default_tolerance(kernel, task.dtype, task.work, task.out_nbytes)
+            task.tolerance_source = "default"
+        return task
 
     def submit(
         self,
@@ -135,12 +180,16 @@ class Scheduler:
         policy: str | None = None,
         devices: Sequence[Any] | None = None,
         tolerance: float | None = None,
+        timeout: float | None = None,
         inplace: bool | None = None,
         **params: Any,
     ) -> Future:
         """Queue one task; returns a :class:`Future`. Inputs may be futures of earlier tasks (their
         results feed in); ``depends_on`` adds ordering-only dependencies. Pending tasks run together
-        when a result is asked for or on :meth:`flush`, so a DAG is planned as a whole."""
+        when a result is asked for or on :meth:`flush`, so a DAG is planned as a whole.
+
+        ``devices``, ``policy``, ``tolerance`` and ``timeout`` mean what they mean for :meth:`map`
+        (the last ``devices``/``policy``/``timeout`` given applies to the whole pending batch)."""
         with self._lock:
             deps: list[Task] = []
             for x in list(inputs) + list(depends_on):
@@ -149,7 +198,7 @@ class Scheduler:
                     deps.append(t)
             stubs = [x.task.result if isinstance(x, Future) and x.task.committed else
                      _future_stub(x) if isinstance(x, Future) else x for x in inputs]
-            task = Task.build(self._next_index, kernel, stubs, params, tolerance=tolerance, inplace=inplace)
+            task = self._task(self._next_index, kernel, stubs, params, tolerance, inplace)
             task.inputs = tuple(inputs)
             task.deps = [d for d in deps if not d.committed]
             for d in task.deps:
@@ -157,35 +206,122 @@ class Scheduler:
             self._next_index += 1
             task.future = Future(task, self.flush)
             self._pending.append(task)
-            self._pending_opts = {"policy": policy, "devices": devices}
+            self._pending_opts = {"policy": policy, "devices": devices, "timeout": timeout,
+                                  "tolerance": tolerance if tolerance is not None else self._pending_opts.get("tolerance")}
             return task.future
 
-    def flush(self) -> RunStats | None:
+    def flush(self) -> RunReport | None:
         """Run every pending submitted task (and their dependencies) now."""
         with self._lock:
             tasks, self._pending = self._pending, []
             if not tasks:
                 return None
-            return self._run(tasks, self._pending_opts.get("policy") or ("heft" if any(t.deps for t in tasks)
-                                                                          else None),
-                             self._pending_opts.get("devices"))
+            opts, self._pending_opts = self._pending_opts, {}
+            return self._run(tasks, opts.get("policy") or ("heft" if any(t.deps for t in tasks) else None),
+                             opts.get("devices"), tolerance=opts.get("tolerance"), timeout=opts.get("timeout"))
 
-    def _run(self, tasks: list[Task], policy: str | None, devices: Sequence[Any] | None) -> RunStats:
+    def exclusion(self, device: Any) -> str:
+        """Why ``device`` takes no work in a run ("" = it may): its health (a quarantined device whose
+        backoff passed runs its health check here)."""
+        ok, why = self.health.admit(device, health_check)
+        return "" if ok else why
+
+    def _run(self, tasks: list[Task], policy: str | None, devices: Sequence[Any] | None, *,
+             tolerance: float | None = None, timeout: float | None = None) -> RunReport:
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigurationError(f"timeout={timeout!r}: give the seconds the run may take (> 0)")
         spec = self.policy(policy)
         devs = self._devices(devices)
         if not devs:
             raise SchedulingError("no devices to schedule on")
-        workers = [Worker(d) for d in devs]
+        workers = []
+        for d in devs:
+            w = Worker(d)
+            w.excluded = self.exclusion(d)
+            if d.info.simulated and devices is None and tolerance is None:
+                w.fallback_only = ("simulated device: name it in devices= or admit it with tolerance="
+                                   " (it runs only kernels no real device implements)")
+            workers.append(w)
         tracer = self.runtime.tracer
         engine = Engine(workers, spec, self.model, self.links(devs), ThreadExecutor(tracer), tracer=tracer,
-                        timeout_factor=self.timeout_factor, min_timeout=self.min_timeout)
+                        timeout_factor=self.timeout_factor, min_timeout=self.min_timeout, deadline=timeout)
         stats = engine.run(tasks)
+        for w in workers:
+            if w.excluded:
+                continue
+            if not w.alive:
+                self.health.quarantine(w.id, w.quarantine_reason)
+            elif stats.chunks.get(w.id):
+                self.health.succeeded(w.id)
         self.last_run = stats
         try:
-            self.model.save()
+            self.model.save_soon()
         except OSError as exc:
             log.warning("could not save the performance model to %s: %s", self.model.path, exc)
         return stats
+
+    # ------------------------------------------------------------------ verifying
+    def _verify(self, tasks: list[Task], stats: RunReport, fraction: float, policy: str | None,
+                devices: Sequence[Any] | None, tolerance: float | None) -> None:
+        """Re-check a ``fraction`` of committed chunks (at least one per device); see :meth:`map`."""
+        done = [t for t in tasks if t.committed]
+        if not done:
+            return
+        rng = random.Random(len(tasks))
+        by_device: dict[str, list[Task]] = {}
+        for t in done:
+            by_device.setdefault(str(t.device), []).append(t)
+        picked = {rng.choice(ts).index: None for ts in by_device.values()}
+        want = math.ceil(fraction * len(done))
+        rest = [t.index for t in done if t.index not in picked]
+        rng.shuffle(rest)
+        for i in rest[: max(want - len(picked), 0)]:
+            picked[i] = None
+        wrong: dict[str, str] = {}
+        for t in (tasks[i] for i in sorted(picked)):
+            record = self._check_chunk(t, devices)
+            stats.verified[t.index] = record
+            if not record["ok"] and t.device not in wrong:
+                wrong[str(t.device)] = (f"returned wrong results: chunk {t.index} off by {record['error']:.3g}"
+                                        f" (tolerance {record['tolerance']:.3g}, checked against {record['against']})")
+        if not wrong:
+            return
+        for dev, reason in wrong.items():
+            stats.quarantined[dev] = reason
+            self.health.quarantine(dev, reason)
+            log.warning("%s quarantined: %s", dev, reason)
+        redo = [t for t in tasks if t.committed and t.device in wrong]
+        again = [self._task(t.index, t.kernel, t.inputs, t.params, tolerance, t.inplace) for t in redo]
+        report = self._run(again, policy, devices, tolerance=tolerance)
+        for old, new in zip(redo, again, strict=True):
+            old.result, old.device, old.committed = new.result, new.device, new.committed
+            if not new.committed:
+                stats.poisoned[old.index] = list(new.attempts)
+        stats.recomputed = sorted(t.index for t in redo)
+        for i, placement in report.placements.items():
+            stats.placements[i].attempts.extend(placement.attempts)
+        self.last_run = stats
+
+    def _check_chunk(self, task: Task, devices: Sequence[Any] | None) -> dict[str, Any]:
+        """Compare one committed chunk with the kernel's numpy reference (or another exact device)."""
+        spec = get_kernel(task.kernel)
+        host = [x.numpy() if hasattr(x, "numpy") else np.asarray(x) for x in task.inputs]
+        got = task.result.numpy()
+        tol = task.tolerance if task.tolerance is not None else 0.0
+        against = "the numpy reference"
+        if spec.reference is not None:
+            want = spec.reference(host, spec.bind(host, task.params))
+        else:
+            others = [d for d in self._devices(devices) if d.id != task.device and not d.info.simulated
+                      and d.info.precision_bits is None and d.supports(task.kernel, task.dtype)]
+            if not others:
+                return {"device": task.device, "ok": True, "error": 0.0, "tolerance": tol, "against": "nothing"}
+            other = others[0]
+            against = other.id
+            want = other.launch(task.kernel, *[other.asarray(x) for x in host], **task.params).numpy()
+        err = relative_error(got, want)
+        return {"device": task.device, "ok": bool(err <= tol), "error": err, "tolerance": tol,
+                "against": against}
 
     # ------------------------------------------------------------------ explaining
     def explain(self, task: Any) -> Placement:

@@ -6,9 +6,16 @@ One loop serves both clocks. An *executor* starts a task on a worker and reports
 
 Fault handling (the engine's job, whatever the policy):
 
-- a device that raises :class:`~dsrt.errors.DeviceLostError`, or runs longer than ``timeout_factor``
-  times its prediction (and at least ``min_timeout`` seconds), is quarantined for good; its running
+- a device that raises :class:`~dsrt.errors.DeviceLostError` is quarantined for the run; its running
   and queued tasks go back to the policy for the survivors;
+- a chunk running longer than its deadline (``timeout_factor`` times its prediction, at least
+  ``min_timeout`` seconds; four times both while the prediction is only a seed) is given more time
+  ``transient_retries`` times, then its device is quarantined and the chunk placed again (a
+  speculative re-run on private copies of the inputs; the late original's result is discarded).
+  The last capable device for a chunk is never given up while it runs: its deadline keeps growing
+  and the report says it was slower than predicted;
+- a :class:`~dsrt.errors.TransientDeviceError` is retried on the same device up to
+  ``transient_retries`` times before the device is quarantined;
 - a device whose launch fails otherwise is quarantined as a *suspect*; if the same chunk then fails on
   another device too, the chunk is to blame and the suspect is reinstated;
 - a chunk that failed on three different devices is *poisoned*: given up and reported;
@@ -24,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import DeviceLostError, KernelError, OutOfMemoryError
+from ..errors import DeviceLostError, KernelError, OutOfMemoryError, TransientDeviceError
 from .links import LinkModel
 from .perfmodel import PerfModel
 from .policies import Policy, PolicySpec, hardware_groups
-from .task import Candidate, Placement, RunStats, Task
+from .task import Attempt, Candidate, Placement, RunReport, RunStats, Task
 
 __all__ = ["Worker", "Completion", "Executor", "Engine", "POISON_AFTER"]
 
@@ -39,6 +46,8 @@ POISON_AFTER = 3
 #: Measurements the model wants per (kernel, device) before it counts as calibrated (the first is
 #: dropped, so one is kept).
 CALIBRATION_RUNS = 2
+#: Deadline multiplier while a prediction is only a seed (no measurement on that device yet).
+SEED_UNCERTAINTY = 4.0
 
 
 class Worker:
@@ -58,6 +67,12 @@ class Worker:
         self.run_pred = 0.0
         self.deadline = math.inf
         self.assigned_after_death = 0
+        #: Why this device takes no work in this run at all ("" = it may): precision, health, simulated.
+        self.excluded = ""
+        #: Takes a chunk only when no other device can run its kernel ("" = no such restriction):
+        #: simulated devices nobody asked for, which still run kernels only they implement.
+        self.fallback_only = ""
+        self.patience = 0  # deadline extensions granted to the running chunk
 
     def supports(self, kernel: str, dtype: str | None) -> bool:
         handle_supports = getattr(self.handle, "supports", None)
@@ -81,6 +96,8 @@ class Completion:
     compute_s: float = 0.0
     started: float = 0.0
     ended: float = 0.0
+    modelled_s: float | None = None
+    modelled_j: float | None = None
 
 
 class Executor(Protocol):
@@ -110,6 +127,8 @@ class Engine:
         timeout_factor: float = 4.0,
         min_timeout: float = 2.0,
         on_commit: Callable[[Task], None] | None = None,
+        transient_retries: int = 1,
+        deadline: float | None = None,
     ) -> None:
         self._all = list(workers)
         self._hardware_groups: dict[str, list[Worker]] = {}
@@ -120,8 +139,13 @@ class Engine:
         self.timeout_factor = timeout_factor
         self.min_timeout = min_timeout
         self.on_commit = on_commit
+        self.transient_retries = transient_retries
+        self.run_deadline = deadline  # seconds on the run's clock after which unfinished chunks are given up
         self.spec = policy
-        self.stats = RunStats(policy=policy.name, clock=executor.clock, devices=[w.id for w in workers])
+        self.stats = RunReport(policy=policy.name, clock=executor.clock, devices=[w.id for w in workers])
+        for w in workers:
+            if w.excluded:
+                self.stats.excluded[w.id] = w.excluded
         self._outstanding = 0
         self._finished: set[int] = set()
         self.policy: Policy = policy.factory(self)
@@ -135,6 +159,12 @@ class Engine:
         return [w for w in self._all if w.alive]
 
     def capable(self, task: Task, worker: Worker) -> tuple[bool, str]:
+        if worker.excluded:
+            return False, worker.excluded
+        if worker.fallback_only and any(
+                o is not worker and o.alive and not o.excluded and not o.fallback_only
+                and o.supports(task.kernel, task.dtype) for o in self._all):
+            return False, worker.fallback_only
         if not worker.alive:
             return False, f"quarantined: {worker.quarantine_reason}"
         if any(dev == worker.id for dev, _ in task.attempts):
@@ -144,8 +174,11 @@ class Engine:
             return False, f"does not implement {what}"
         bits = getattr(worker.info, "precision_bits", None)
         if task.tolerance is not None and bits is not None and 2.0 ** (-bits) > task.tolerance:
-            return False, (f"precision {bits:g} bits (error ~{2.0 ** -bits:.2g})"
-                           f" cannot meet tolerance {task.tolerance:g}")
+            why = (f"precision {bits:g} bits (error ~{2.0 ** -bits:.2g}) cannot meet tolerance {task.tolerance:.3g}")
+            if task.tolerance_source == "default":
+                why += (f", the default for {task.kernel} in {task.dtype}; pass tolerance= to admit"
+                        " inexact devices")
+            return False, why
         return True, ""
 
     def expected_free(self, worker: Worker) -> float:
@@ -200,6 +233,7 @@ class Engine:
         if not worker.alive:
             worker.assigned_after_death += 1
             raise AssertionError(f"policy {self.spec.name} assigned chunk {task.index} to quarantined {worker.id}")
+        placement.attempts = task.history
         task.placement = placement
         self.stats.placements[task.index] = placement
         pred = self._predicted(task, worker)
@@ -229,6 +263,10 @@ class Engine:
 
     def unplaceable(self, task: Task, reason: str) -> None:
         task.attempts.append(("-", f"no device can run it: {reason}"))
+        excluded = [Candidate(w.id, False, self.capable(task, w)[1] or "not chosen") for w in self._all]
+        placement = Placement("-", self.spec.name, self.now(), f"no device can run it: {reason}", excluded,
+                              task.history)
+        task.placement = self.stats.placements[task.index] = placement
         self._fail(task)
 
     # ------------------------------------------------------------------ the loop
@@ -253,15 +291,23 @@ class Engine:
                     self._stall(tasks)
                     break
                 deadline = min(w.deadline for w in running)
+                if self.run_deadline is not None:
+                    deadline = min(deadline, self.run_deadline)
                 timeout = None if math.isinf(deadline) else max(deadline - self.now(), 0.0)
                 done = self.executor.wait(timeout)
                 if done is None:
+                    if self.run_deadline is not None and self.now() >= self.run_deadline:
+                        self._give_up_all(tasks, f"the run's timeout of {self.run_deadline:.3g}s passed")
+                        break
                     self._check_timeouts()
                 else:
                     self._complete(done)
         finally:
             self.executor.close()
         stats.makespan = self.now() - t0
+        for w in self._all:
+            if w.fallback_only and not stats.chunks.get(w.id):
+                stats.excluded[w.id] = w.fallback_only
         return stats
 
     def _dispatch(self) -> None:
@@ -277,9 +323,8 @@ class Engine:
                     continue
                 pred = getattr(task, "_pred", 0.0)
                 w.queued_pred = max(w.queued_pred - pred, 0.0)
-                w.running, w.run_started, w.run_pred = task, self.now(), pred
-                w.deadline = self.now() + max(self.timeout_factor * pred, self.min_timeout) \
-                    if self.executor.clock == "wall" else math.inf
+                w.running, w.run_started, w.run_pred, w.patience = task, self.now(), pred, 0
+                w.deadline = self.now() + self._allowance(task, w) if self.executor.clock == "wall" else math.inf
                 self.executor.start(w, task)
                 started = True
 
@@ -296,8 +341,22 @@ class Engine:
             w.queued_pred = max(w.queued_pred - getattr(task, "_pred", 0.0), 0.0)
 
     def _predicted(self, task: Task, worker: Worker) -> float:
-        run = self.model.predict(task.kernel, worker.info, task.work, task.nbytes)[0]
+        run, source = self.model.predict(task.kernel, worker.info, task.work, task.nbytes)
+        task._pred_source = source  # type: ignore[attr-defined]
         return run + self.transfer_time(task, worker)
+
+    def _allowance(self, task: Task, w: Worker) -> float:
+        """Seconds a chunk may run before its deadline: wider while the prediction is only a seed."""
+        seeded = str(getattr(task, "_pred_source", "seed")).startswith("seed")
+        scale = SEED_UNCERTAINTY if seeded else 1.0
+        return max(self.timeout_factor * scale * w.run_pred, self.min_timeout * scale)
+
+    def _attempt(self, task: Task, w: Worker, outcome: str, done: Completion | None = None, message: str = "") -> None:
+        actual = (done.transfer_s + done.compute_s) if done is not None and done.error is None else \
+            (done.ended - done.started if done is not None else self.now() - w.run_started)
+        task.history.append(Attempt(w.id, outcome, getattr(task, "_pred", 0.0), max(actual, 0.0), message,
+                                    done.modelled_s if done is not None else None,
+                                    done.modelled_j if done is not None else None))
 
     def _complete(self, done: Completion) -> None:
         w, task = done.worker, done.task
@@ -306,6 +365,16 @@ class Engine:
         if done.error is None:
             if w.alive:
                 self.model.record(task.kernel, w.info, task.work, done.compute_s)
+            if done.modelled_s is not None:
+                self.stats.modelled_s[w.id] = self.stats.modelled_s.get(w.id, 0.0) + done.modelled_s
+                self.stats.modelled_j[w.id] = self.stats.modelled_j.get(w.id, 0.0) + (done.modelled_j or 0.0)
+            if task.index in self._finished:
+                self._attempt(task, w, "discarded", done, "the chunk was already committed")
+                self.stats.duplicates += 1
+                return
+            self._attempt(task, w, "committed", done)
+            pred = getattr(task, "_pred", 0.0)
+            self.stats.predicted[w.id] = self.stats.predicted.get(w.id, 0.0) + pred
             self.stats.chunks[w.id] = self.stats.chunks.get(w.id, 0) + 1
             self.stats.busy[w.id] = self.stats.busy.get(w.id, 0.0) + done.compute_s + done.transfer_s
             self.stats.transfer[w.id] = self.stats.transfer.get(w.id, 0.0) + done.transfer_s
@@ -314,16 +383,38 @@ class Engine:
             return
         if not w.alive and w.running is None:
             # A late failure from a device already quarantined (e.g. after a timeout): nothing new.
+            self._attempt(task, w, "late failure", done, _describe(done.error))
             if task.index not in self._finished and not any(d == w.id for d, _ in task.attempts):
                 task.attempts.append((w.id, _describe(done.error)))
             return
+        if isinstance(done.error, TransientDeviceError) and self._retry_here(w, task, done):
+            return
+        self._attempt(task, w, "failed", done, _describe(done.error))
         self._failure(w, task, done.error)
+
+    def _retry_here(self, w: Worker, task: Task, done: Completion) -> bool:
+        """Put ``task`` back at the head of ``w``'s queue after a transient fault, a bounded number of times."""
+        used = task.transient.get(w.id, 0)
+        if used >= self.transient_retries or task.index in self._finished or done.error is None:
+            return False
+        task.transient[w.id] = used + 1
+        self._attempt(task, w, "retried", done, _describe(done.error))
+        self.stats.retries += 1
+        self.stats.retries_on[w.id] = self.stats.retries_on.get(w.id, 0) + 1
+        w.queue.appendleft(task)
+        w.queued_pred += getattr(task, "_pred", 0.0)
+        return True
 
     def _commit(self, task: Task, result: Any, w: Worker) -> None:
         if task.index in self._finished:
             self.stats.duplicates += 1
             log.debug("chunk %d: late result from %s dropped (already committed)", task.index, w.id)
             return
+        elapsed = task.history[-1].actual_s if task.history else 0.0
+        pred = getattr(task, "_pred", 0.0)
+        if self.executor.clock == "wall" and pred > 0 and elapsed > self.timeout_factor * pred and elapsed > 0.05:
+            self.stats.slower[w.id] = (f"chunk {task.index} took {elapsed:.3g}s, predicted {pred:.3g}s"
+                                       f" ({elapsed / pred:.3g}x)")
         task.result, task.device, task.committed = result, w.id, True
         self.stats.commits[task.index] = self.stats.commits.get(task.index, 0) + 1
         self._finished.add(task.index)
@@ -376,6 +467,7 @@ class Engine:
                     log.info("%s reinstated: chunk %d fails on other devices too", other.id, task.index)
         else:
             self._quarantine(w, msg, suspect=task)
+        self.stats.retries_on[w.id] = self.stats.retries_on.get(w.id, 0) + 1
         tried = {d for d, _ in task.attempts if d != "-"}
         if len(tried) >= POISON_AFTER:
             log.warning("chunk %d poisoned after failing on %s", task.index, ", ".join(sorted(tried)))
@@ -402,10 +494,26 @@ class Engine:
         for w in self._all:
             if w.alive and w.running is not None and now >= w.deadline:
                 task = w.running
-                w.running = None
                 limit = w.deadline - w.run_started
-                self._failure(w, task, _Timeout(f"timeout: {w.id} ran chunk {task.index} for more than {limit:.3g}s"
-                                                f" (predicted {w.run_pred:.3g}s)"))
+                others = [o for o in self._all if o is not w and o.alive and self.capable(task, o)[0]]
+                if not others or w.patience < self.transient_retries:
+                    # More time: once as a transient fault, and always for the last device that can run it.
+                    w.patience += 1
+                    w.deadline = now + max(limit, self._allowance(task, w))
+                    self.stats.slower[w.id] = (f"chunk {task.index} still running after {now - w.run_started:.3g}s,"
+                                               f" predicted {w.run_pred:.3g}s")
+                    continue
+                w.running = None
+                timeout = _Timeout(f"timeout: {w.id} ran chunk {task.index} for more than {limit:.3g}s"
+                                   f" (predicted {w.run_pred:.3g}s)")
+                self._attempt(task, w, "timed out", None, str(timeout))
+                self._failure(w, task, timeout)
+
+    def _give_up_all(self, tasks: Sequence[Task], reason: str) -> None:
+        for t in list(self.policy.pending()) + list(tasks):
+            if t.index not in self._finished:
+                t.attempts.append(("-", reason))
+                self._fail(t)
 
     def _stall(self, tasks: Sequence[Task]) -> None:
         held = self.policy.pending()

@@ -56,6 +56,12 @@ def stage_inputs(task: Task, device: Any) -> list[Any]:
     return staged
 
 
+def _modelled(device: Any) -> tuple[float, float] | None:
+    """A simulated device's cumulative modelled (seconds, joules), or ``None``."""
+    cost = getattr(device, "modelled_cost", None)
+    return cost() if cost is not None else None
+
+
 class ThreadExecutor:
     """One thread per real device; completions come back through one queue."""
 
@@ -87,6 +93,7 @@ class ThreadExecutor:
                 return
             t0 = time.perf_counter()
             t1 = t0
+            modelled = _modelled(device)
             try:
                 staged = stage_inputs(task, device)
                 device.synchronize()
@@ -101,8 +108,11 @@ class ThreadExecutor:
                 self._done.put(Completion(worker, task, error=exc, transfer_s=t1 - t0, started=t0,
                                           ended=time.perf_counter()))
                 continue
-            self._done.put(Completion(worker, task, result=result, transfer_s=t1 - t0, compute_s=t2 - t1,
-                                      started=t0, ended=t2))
+            done = Completion(worker, task, result=result, transfer_s=t1 - t0, compute_s=t2 - t1, started=t0, ended=t2)
+            after = _modelled(device)
+            if modelled is not None and after is not None:
+                done.modelled_s, done.modelled_j = after[0] - modelled[0], after[1] - modelled[1]
+            self._done.put(done)
 
     def wait(self, timeout: float | None) -> Completion | None:
         try:

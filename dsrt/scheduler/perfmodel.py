@@ -17,16 +17,27 @@ newest kept). A prediction uses, in order:
 Calibration is online: the first measurement of a kernel on a device is dropped (compilation, caches,
 first-touch allocation), and a sample more than :attr:`PerfModel.outlier_factor` times off its bucket's
 median rate is discarded once the bucket holds three samples. Models persist as JSON under
-``$DSRT_CACHE_DIR`` (default ``~/.cache/dsrt``), written atomically.
+``$DSRT_CACHE_DIR`` (default ``~/.cache/dsrt``; ``DSRT_PERFMODEL=off`` keeps them in memory only).
+
+Writes are batched (at most one every :attr:`PerfModel.save_interval` seconds, plus one at exit) and
+atomic (a temporary file renamed into place). Processes sharing the file merge instead of
+overwriting: a save takes an exclusive ``flock`` on ``perfmodel.json.lock``, re-reads the file,
+keeps every entry it does not hold itself, and renames the merged file into place, so two
+processes writing at once never corrupt it nor lose each other's devices.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import math
 import os
 import threading
+import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +98,8 @@ class PerfModel:
 
     per_bucket = 5
     outlier_factor = 3.0
+    #: Seconds between two writes of the file (:meth:`save_soon`); :meth:`save` writes at once.
+    save_interval = 2.0
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
@@ -94,8 +107,10 @@ class PerfModel:
         self._entries: dict[str, _Entry] = {}
         self._scale: dict[str, tuple[float, int]] = {}
         self._dirty = False
+        self._saved_at = 0.0
         if self.path is not None:
             self._load()
+            _DIRTY_AT_EXIT.add(self)
 
     # ------------------------------------------------------------------ queries
     def predict(self, kernel: str, info: Any, work: float, nbytes: int = 0) -> tuple[float, str]:
@@ -213,37 +228,82 @@ class PerfModel:
                     "buckets": {str(b): s for b, s in sorted(e.buckets.items())}}
                 for k, e in sorted(self._entries.items())}}
 
+    def save_soon(self) -> None:
+        """Write if the last write is older than :attr:`save_interval` seconds (else at exit)."""
+        if self.path is not None and self._dirty and time.monotonic() - self._saved_at >= self.save_interval:
+            self.save()
+
     def save(self) -> Path | None:
-        """Write the models to ``path`` atomically (temporary file, then rename); no-op in memory."""
+        """Merge the models into ``path`` now (lock, re-read, merge, atomic rename); no-op in memory."""
         if self.path is None or not self._dirty:
             return self.path
-        data = self.to_dict()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        with _file_lock(self.path.with_name(self.path.name + ".lock")):
+            ours = self.to_dict()
+            merged = {**_read_models(self.path), **ours["models"]}
+            data = {"version": _FORMAT_VERSION, "models": dict(sorted(merged.items()))}
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            with open(tmp, "w") as fh:
+                json.dump(data, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
         self._dirty = False
+        self._saved_at = time.monotonic()
         return self.path
 
     def _load(self) -> None:
         assert self.path is not None
-        try:
-            raw = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable performance model %s: %s", self.path, exc)
-            return
-        if not isinstance(raw, dict) or raw.get("version") != _FORMAT_VERSION:
-            log.warning("ignoring performance model %s: unknown format version", self.path)
-            return
-        for key, e in raw.get("models", {}).items():
+        for key, e in _read_models(self.path).items():
             try:
                 buckets = {int(b): [[float(w), float(t)] for w, t in s] for b, s in e["buckets"].items()}
                 self._entries[key] = _Entry(int(e["seen"]), buckets, int(e.get("discarded", 0)),
                                             float(e.get("peak_flops", 0.0)))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring malformed model entry %s in %s: %s", key, self.path, exc)
+
+
+def _read_models(path: Path) -> dict[str, Any]:
+    """The ``models`` mapping of a model file ({} when absent, unreadable or of another version)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable performance model %s: %s", path, exc)
+        return {}
+    if not isinstance(raw, dict) or raw.get("version") != _FORMAT_VERSION or not isinstance(raw.get("models"), dict):
+        log.warning("ignoring performance model %s: unknown format version", path)
+        return {}
+    return dict(raw["models"])
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed) for the block; a no-op without fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+_DIRTY_AT_EXIT: weakref.WeakSet[PerfModel] = weakref.WeakSet()
+
+
+@atexit.register
+def _save_at_exit() -> None:
+    for model in list(_DIRTY_AT_EXIT):
+        try:
+            model.save()
+        except OSError as exc:
+            log.warning("could not save the performance model to %s: %s", model.path, exc)
 
 
 def _fit(samples: list[list[float]]) -> tuple[float, float] | None:

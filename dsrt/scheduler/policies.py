@@ -210,6 +210,7 @@ class Dmda(Policy):
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
         self._exploring: dict[tuple[str, str], int] = {}
+        self._hopeless: set[tuple[str, str]] = set()
         self._held: list[Task] = []
 
     def order(self, tasks: Sequence[Task]) -> list[Task]:
@@ -236,8 +237,19 @@ class Dmda(Policy):
         self.place_batch(ready)
 
     def _known(self, task: Task) -> bool:
-        """True when every capable device has measured ``task.kernel`` (predictions beyond seeds)."""
-        return all(self.ctx.needs_calibration(task, w) == 0 for w in self.ctx.workers if self.ctx.capable(task, w)[0])
+        """True when every capable device has measured ``task.kernel`` (predictions beyond seeds),
+        leaving out devices not worth exploring (see :meth:`_hopeless_here`)."""
+        return all(self.ctx.needs_calibration(task, w) == 0 or (task.kernel, w.id) in self._hopeless
+                   for w in self.ctx.workers if self.ctx.capable(task, w)[0])
+
+    def _hopeless_here(self, group: Sequence[Task], smallest: Task, w: Any) -> bool:
+        """True when even the seed estimate of ``w`` for the smallest task exceeds what another
+        capable device is predicted to need for the whole group: exploring it could only make the
+        run slower (a simulated device whose simulation is slow here, say)."""
+        mine = self.ctx.estimate(smallest, w).run
+        others = [sum(self.ctx.estimate(t, o).run for t in group) for o in self.ctx.workers
+                  if o is not w and self.ctx.capable(smallest, o)[0]]
+        return bool(others) and mine > min(others)
 
     def pull(self, worker: Any) -> Task | None:
         """Place held tasks (their kernel was uncalibrated when they arrived) now that measurements came
@@ -306,6 +318,7 @@ class Dmda(Policy):
         before = float(load.max())
         _refine(rcost, load, rassign, max_steps=min(4 * n, self.max_rebalance_steps))
         after = float(load.max())
+        refreshed = self._refresh(rcost, load, rassign, after)
         assign = np.where(rassign >= 0, rdev[rows, np.maximum(rassign, 0)], -1)
         greedy = np.where(rgreedy >= 0, rdev[rows, np.maximum(rgreedy, 0)], -1)
         for i, task in enumerate(tasks):
@@ -314,13 +327,41 @@ class Dmda(Policy):
                 self.ctx.unplaceable(task, "; ".join(f"{c.device}: {c.reason}" for c in cands[i]))
                 continue
             chosen = cands[i][j]
-            if j == greedy[i]:
+            if i in refreshed:
+                why = (f"refresh: {workers[j].id} got no other {task.kernel} chunk in this batch, so its model"
+                       f" is re-measured on the smallest one (predicted {chosen.run:.3g}s, within the plan's"
+                       f" {after:.4g}s)")
+            elif j == greedy[i]:
                 why = (f"earliest predicted finish (wait {chosen.queue_wait:.3g} + transfer {chosen.transfer:.3g}"
                        f" + run {chosen.run:.3g}s)")
             else:
                 why = (f"rebalanced from {workers[int(greedy[i])].id}: predicted batch finish {before:.4g}s ->"
                        f" {after:.4g}s (transfer {chosen.transfer:.3g} + run {chosen.run:.3g}s here)")
             self.ctx.assign(task, workers[j], Placement(workers[j].id, self.name, now, why, cands[i]))
+
+    def _refresh(self, rcost: np.ndarray, load: np.ndarray, rassign: np.ndarray, makespan: float) -> set[int]:
+        """Give each idle resource the cheapest task for it when that fits inside the planned makespan.
+
+        A device the model thinks slow gets no work, so its model never learns that it is fast again
+        (it measured under load once, say); one small chunk per batch keeps every capable device
+        measured at a bounded cost. Returns the indices of the tasks moved.
+        """
+        moved: set[int] = set()
+        n, groups = rcost.shape
+        if n < 2 * groups:
+            return moved
+        for r in range(groups):
+            if (rassign == r).any() or np.isinf(rcost[:, r]).all():
+                continue
+            i = int(np.argmin(rcost[:, r]))
+            old = int(rassign[i])
+            if old < 0 or load[r] + rcost[i, r] > makespan or (rassign == old).sum() < 2:
+                continue
+            load[old] -= rcost[i, old]
+            load[r] += rcost[i, r]
+            rassign[i] = r
+            moved.add(i)
+        return moved
 
     def _candidates(self, task: Task) -> list[Candidate]:
         out = []
@@ -359,6 +400,9 @@ class Dmda(Policy):
                     break
                 key = (kernel, w.id)
                 want = self.ctx.needs_calibration(group[0], w) - self._exploring.get(key, 0)
+                if want > 0 and self._hopeless_here(group, pool[0], w):
+                    self._hopeless.add(key)
+                    continue
                 for task in list(pool):
                     if want <= 0:
                         break

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes as dt
+from ..accuracy import tolerance
 from ..errors import SchedulingError
 from ..kernels import get_kernel
 
-__all__ = ["Task", "Future", "ShapeStub", "RunStats", "Placement", "Candidate", "describe_inputs"]
+__all__ = ["Task", "Future", "ShapeStub", "RunReport", "RunStats", "Placement", "Candidate", "Attempt",
+           "describe_inputs", "default_tolerance"]
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,51 @@ class Candidate:
 
 
 @dataclass
+class Attempt:
+    """One try of a chunk on a device. ``outcome``: ``committed``, ``failed``, ``timed out``,
+    ``retried`` (same device again), ``discarded`` (a late result of a chunk already committed).
+
+    ``predicted_s``/``actual_s``: wall-clock seconds on this host (transfer + run); ``modelled_s`` and
+    ``modelled_j``: the chip time and energy a simulated device's cost model charged for it.
+    """
+
+    device: str
+    outcome: str
+    predicted_s: float = 0.0
+    actual_s: float = 0.0
+    message: str = ""
+    modelled_s: float | None = None
+    modelled_j: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def __str__(self) -> str:
+        text = f"{self.device}: {self.outcome} after {self.actual_s:.3g}s (predicted {self.predicted_s:.3g}s)"
+        if self.modelled_s is not None:
+            text += f"; modelled chip time {self.modelled_s:.3g}s"
+        return text + (f": {self.message}" if self.message else "")
+
+
+@dataclass
 class Placement:
-    """A placement decision: the chosen device, when (scheduler clock, seconds), and the candidates."""
+    """A placement decision: the chosen device, when (scheduler clock, seconds), and the candidates.
+
+    ``attempts``: every try of the chunk in its run, failures and retries included (filled in as
+    the run goes).
+    """
 
     device: str
     policy: str
     at: float
     why: str
     candidates: list[Candidate] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "policy": self.policy, "at": self.at, "why": self.why,
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates],
+                "attempts": [a.to_dict() for a in self.attempts]}
 
     def __str__(self) -> str:
         lines = [f"placed on {self.device} by {self.policy}: {self.why}"]
@@ -72,7 +107,31 @@ class Placement:
                              f" + transfer {c.transfer:.3g} + run {c.run:.3g} ({c.model})")
             else:
                 lines.append(f"  {c.device:>16}  excluded: {c.reason}")
+        if self.attempts:
+            lines.append("  attempts:")
+            lines.extend(f"    {a}" for a in self.attempts)
         return "\n".join(lines)
+
+
+def default_tolerance(kernel: str, dtype: str | None, work: float, out_nbytes: int) -> float | None:
+    """The accuracy a task needs when its caller names none: the conformance kit's tolerance.
+
+    The kit allows ``tolerance(dtype, accumulate=K)`` for a result that sums ``K`` terms; ``K`` is
+    estimated as the operations per output element (``gemm``: the inner dimension; ``add``: 1;
+    a reduction: its length). ``None`` where the dtype is unknown (task kernels).
+    """
+    if dtype is None:
+        return None
+    try:
+        d = np.dtype(dt.as_dtype(dtype))
+    except Exception:  # noqa: BLE001 - a dtype the accuracy table does not know: no constraint
+        return None
+    elements = max(out_nbytes // max(d.itemsize, 1), 1)
+    accumulate = max(1, round(work / elements / 2.0))
+    try:
+        return tolerance(d, accumulate=accumulate)
+    except KeyError:
+        return None
 
 
 def describe_inputs(inputs: Sequence[Any]) -> str:
@@ -86,7 +145,9 @@ class Task:
     ``work``: operations; ``nbytes``: input bytes to move; ``out_nbytes``: result bytes; ``dtype``: the
     dtype name that selects an implementation (``None`` for task kernels); ``source``: the device id
     holding the inputs (``None`` = host memory); ``tolerance``: largest acceptable relative error
-    (devices with too few ``precision_bits`` are excluded). ``deps``: tasks that must finish first.
+    (devices with too few ``precision_bits`` are excluded); ``tolerance_source``: ``"caller"`` or
+    ``"default"`` (the kit's tolerance). ``deps``: tasks that must finish first. ``history``: every
+    attempt, in order (``attempts`` keeps the failures as ``(device, message)`` pairs).
     """
 
     index: int
@@ -99,10 +160,13 @@ class Task:
     dtype: str | None
     source: str | None = None
     tolerance: float | None = None
+    tolerance_source: str = "caller"
     inplace: bool = False
     deps: list[Task] = field(default_factory=list)
     children: list[Task] = field(default_factory=list)
     attempts: list[tuple[str, str]] = field(default_factory=list)
+    history: list[Attempt] = field(default_factory=list)
+    transient: dict[str, int] = field(default_factory=dict)  # device -> same-device retries used
     placement: Placement | None = None
     priority: float = 0.0
     committed: bool = False
@@ -188,12 +252,19 @@ class Future:
 
 
 @dataclass
-class RunStats:
-    """Statistics of one run (``Scheduler.last_run``): per-device chunks and busy seconds, makespan.
+class RunReport:
+    """What happened in one run (``Scheduler.last_run``, ``rt.last_run``, printed by ``dsrt run``).
 
     ``clock`` is ``"wall"`` (real devices, seconds of ``perf_counter``) or ``"virtual"`` (cost model).
-    ``commits`` counts results committed per chunk index (each must be 1); ``duplicates`` counts late
-    results dropped because the chunk was already committed.
+    Per device: ``chunks`` committed, ``busy`` seconds (transfer + run), ``predicted`` seconds the
+    model expected for those chunks, ``retries`` on it, ``slower`` (a note where it ran slower than
+    predicted), ``modelled_s``/``modelled_j`` (chip time and energy of simulated devices).
+    ``quarantined``: device -> reason; ``excluded``: devices never considered, with the reason
+    (precision, simulated, health). ``commits`` counts results committed per chunk index (each must
+    be 1); ``duplicates`` counts late results dropped because the chunk was already committed.
+    ``placements`` holds each chunk's placement with every attempt; ``verified`` the chunks re-run
+    by ``verify=`` with their error; ``recomputed`` the chunks run again because their device
+    was caught returning wrong results.
     """
 
     policy: str
@@ -202,28 +273,78 @@ class RunStats:
     makespan: float = 0.0
     chunks: dict[str, int] = field(default_factory=dict)
     busy: dict[str, float] = field(default_factory=dict)
+    predicted: dict[str, float] = field(default_factory=dict)
     work: dict[str, float] = field(default_factory=dict)
     transfer: dict[str, float] = field(default_factory=dict)
+    retries_on: dict[str, int] = field(default_factory=dict)
+    slower: dict[str, str] = field(default_factory=dict)
+    modelled_s: dict[str, float] = field(default_factory=dict)
+    modelled_j: dict[str, float] = field(default_factory=dict)
     quarantined: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
     poisoned: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     commits: dict[int, int] = field(default_factory=dict)
     retries: int = 0
     duplicates: int = 0
     placements: dict[int, Placement] = field(default_factory=dict)
     devices: list[str] = field(default_factory=list)
+    verified: dict[int, dict[str, Any]] = field(default_factory=dict)
+    recomputed: list[int] = field(default_factory=list)
 
     def share(self) -> dict[str, float]:
         """Fraction of the run's operations done by each device."""
         total = sum(self.work.values()) or 1.0
         return {d: self.work.get(d, 0.0) / total for d in self.devices}
 
+    def attempts(self, index: int) -> list[Attempt]:
+        """Every attempt of chunk ``index`` in this run, in order."""
+        placement = self.placements.get(index)
+        return list(placement.attempts) if placement is not None else []
+
     def to_dict(self) -> dict[str, Any]:
+        share = self.share()
         return {
             "policy": self.policy, "clock": self.clock, "tasks": self.tasks, "makespan_s": self.makespan,
             "devices": {d: {"chunks": self.chunks.get(d, 0), "busy_s": self.busy.get(d, 0.0),
-                            "transfer_s": self.transfer.get(d, 0.0), "share": self.share().get(d, 0.0)}
+                            "predicted_s": self.predicted.get(d, 0.0), "transfer_s": self.transfer.get(d, 0.0),
+                            "retries": self.retries_on.get(d, 0), "share": share.get(d, 0.0),
+                            **({"slower_than_predicted": self.slower[d]} if d in self.slower else {}),
+                            **({"modelled_s": self.modelled_s[d], "modelled_j": self.modelled_j.get(d, 0.0)}
+                               if d in self.modelled_s else {})}
                         for d in self.devices},
             "quarantined": dict(self.quarantined),
+            "excluded": dict(self.excluded),
             "poisoned": {str(k): v for k, v in self.poisoned.items()},
             "retries": self.retries, "duplicates": self.duplicates,
+            "verified": {str(k): v for k, v in self.verified.items()}, "recomputed": list(self.recomputed),
+            "chunks": {str(i): [a.to_dict() for a in p.attempts] for i, p in sorted(self.placements.items())},
         }
+
+    def __str__(self) -> str:
+        lines = [f"{self.tasks} chunks by {self.policy} in {self.makespan:.4g}s ({self.clock} clock)"]
+        for d in self.devices:
+            if d in self.excluded:
+                lines.append(f"  {d:>14}  excluded: {self.excluded[d]}")
+                continue
+            line = (f"  {d:>14}  {self.chunks.get(d, 0):4d} chunks  busy {self.busy.get(d, 0.0):.4g}s"
+                    f"  predicted {self.predicted.get(d, 0.0):.4g}s")
+            if self.retries_on.get(d):
+                line += f"  retries {self.retries_on[d]}"
+            if d in self.modelled_s:
+                line += f"  modelled chip {self.modelled_s[d]:.4g}s / {self.modelled_j.get(d, 0.0):.4g}J"
+            if d in self.quarantined:
+                line += f"  QUARANTINED: {self.quarantined[d]}"
+            if d in self.slower:
+                line += f"  ({self.slower[d]})"
+            lines.append(line)
+        if self.poisoned:
+            lines.append(f"  given up: chunks {sorted(self.poisoned)}")
+        if self.verified:
+            bad = [i for i, v in self.verified.items() if not v.get("ok")]
+            lines.append(f"  verified {len(self.verified)} chunks; disagreed: {bad or 'none'}"
+                         + (f"; recomputed {self.recomputed}" if self.recomputed else ""))
+        return "\n".join(lines)
+
+
+#: The earlier name of :class:`RunReport`.
+RunStats = RunReport
