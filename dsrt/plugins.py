@@ -11,6 +11,7 @@ plugin still loads. Environment variables, read when a :class:`PluginManager` is
 
 from __future__ import annotations
 
+import logging
 import os
 import traceback
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,9 @@ from .hookspecs import SUPPORTED_API_VERSIONS, BackendSpec
 __all__ = ["PluginRecord", "BackendRecord", "PluginManager", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "dsrt"
+
+log = logging.getLogger("dsrt.plugins")
+_warned_names: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -108,6 +112,13 @@ class PluginManager:
                 self._fail(ep.name, source, f"import of '{source}' failed", exc)
                 continue
             self._register(ep.name, obj, source=source)
+        for variable, names in (("DSRT_PLUGINS", self.allow or []), ("DSRT_DISABLE_PLUGINS", self.deny)):
+            for name in names:
+                if name not in seen and (variable, name) not in _warned_names:
+                    _warned_names.add((variable, name))
+                    known = ", ".join(sorted(seen)) or "none"
+                    log.warning("%s names '%s', which matches no installed plugin (installed: %s)",
+                                variable, name, known)
 
     def _register(self, name: str, obj: Any, *, source: str) -> None:
         try:
@@ -116,6 +127,11 @@ class PluginManager:
             self._fail(name, source, "registration failed", exc)
             return
         self.records[name] = PluginRecord(name, source, "loaded")
+
+    def fail(self, name: str, what: str, exc: BaseException) -> None:
+        """Mark plugin ``name`` failed (it contributes nothing from now on) with ``exc`` as the reason."""
+        record = self.records.get(name)
+        self._fail(name, record.source if record else name, what, exc)
 
     def _fail(self, name: str, source: str, what: str, exc: BaseException) -> None:
         err = PluginError(f"plugin '{name}': {what}: {type(exc).__name__}: {exc}", plugin=name, cause=exc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .array import Array
+from .boundary import check_device, check_kernel_spec
 from .device import Device, Stream, UserKernel, current_device
 from .errors import (
     BackendNotFoundError,
@@ -24,11 +25,15 @@ from .errors import (
     PluginError,
 )
 from .hookspecs import BackendSpec, CliCommand, WorkloadItem
-from .kernels import register_kernel
+from .kernels import KERNELS, STANDARD_KERNELS, register_kernel
 from .plugins import BackendRecord, PluginManager
 from .tracing import Tracer
 
 __all__ = ["Runtime", "BackendStatus", "default_runtime", "set_default_runtime"]
+
+#: Which plugin registered each non-standard kernel name (the kernel registry is process-wide).
+_KERNEL_OWNERS: dict[str, str] = {}
+_owners_lock = threading.Lock()
 
 
 @dataclass
@@ -57,6 +62,13 @@ class Runtime:
     ``topology``: a path, YAML string, mapping or ``Topology`` (see :mod:`dsrt.topology`).
     ``plugins``: extra plugin objects to register besides the entry points. ``autoload``/``allow``/
     ``deny`` override the ``DSRT_*`` environment variables. ``backends``: probe only these names.
+    ``override_kernels``: plugins trusted to replace kernel implementations other backends already
+    have (by default a plugin's ``dsrt_kernel_impls`` only fill kernels a device lacks).
+
+    What plugins return is checked at the boundary (:mod:`dsrt.boundary`): a plugin that registers a
+    standard kernel name or another plugin's kernel, or whose probe returns a malformed device or a
+    device id outside its prefix, fails alone, with the reason in :attr:`backends` and
+    :attr:`conflicts`.
     """
 
     def __init__(
@@ -68,9 +80,14 @@ class Runtime:
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
         backends: Sequence[str] | None = None,
+        override_kernels: Sequence[str] = (),
     ) -> None:
         self.plugins = PluginManager(autoload=autoload, allow=allow, deny=deny, extra=plugins)
         self._only = set(backends) if backends is not None else None
+        self._override = frozenset(override_kernels)
+        #: Kernel clashes refused at the boundary, one line each (plugin, kernel, device, owner).
+        self.conflicts: list[str] = []
+        self._register_kernels()
         self._lock = threading.RLock()
         self._records: dict[str, BackendRecord] = self.plugins.backends()
         self._status: dict[str, BackendStatus] | None = None
@@ -80,8 +97,22 @@ class Runtime:
         self._topology: Any = None
         self._binding: Any = None
         self._scheduler: Any = None
-        for _plugin, spec in self.plugins.collect("dsrt_register_kernels"):
-            register_kernel(spec, replace=True)
+
+    def _register_kernels(self) -> None:
+        """Register plugins' kernels; a clash with a standard or another plugin's kernel fails that plugin."""
+        for plugin, spec in self.plugins.collect("dsrt_register_kernels"):
+            bad = check_kernel_spec(spec)
+            with _owners_lock:
+                owner = "dsrt (standard kernel)" if spec.name in STANDARD_KERNELS else _KERNEL_OWNERS.get(spec.name)
+                same = KERNELS.get(spec.name) is spec  # the same plugin module registered under another name
+                if bad is None and owner is not None and owner != plugin and not same:
+                    bad = f"registers kernel '{spec.name}', which belongs to {owner}"
+                if bad is None:
+                    _KERNEL_OWNERS[spec.name] = plugin
+                    register_kernel(spec, replace=True)
+                    continue
+            self.conflicts.append(f"plugin '{plugin}' {bad}" if owner else f"plugin '{plugin}': {bad}")
+            self.plugins.fail(plugin, "dsrt_register_kernels", PluginError(bad, plugin=plugin))
 
     # ------------------------------------------------------------------ discovery
     def _probe(self) -> dict[str, BackendStatus]:
@@ -114,6 +145,17 @@ class Runtime:
                 if not devices:
                     status[rec.name] = BackendStatus(rec.name, rec.plugin, "unavailable", "no devices found", rec.spec)
                     continue
+                taken = dict(self._devices)
+                bad = None
+                for dev in devices:
+                    bad = check_device(dev, backend=rec.name, prefix=rec.spec.prefix, taken=taken)
+                    if bad:
+                        break
+                    taken[dev.id] = dev
+                if bad:
+                    err = PluginError(f"backend '{rec.name}' probe returned a bad device: {bad}", plugin=rec.plugin)
+                    status[rec.name] = BackendStatus(rec.name, rec.plugin, "failed", str(err), rec.spec, error=err)
+                    continue
                 for dev in devices:
                     self._adopt(dev)
                 status[rec.name] = BackendStatus(rec.name, rec.plugin, "available", "", rec.spec, devices)
@@ -125,9 +167,23 @@ class Runtime:
             return status
 
     def _adopt(self, dev: Device) -> None:
-        for _plugin, item in self.plugins.collect("dsrt_kernel_impls", device=dev):
-            name, dtype_names, impl = item
-            dev.add_kernel(name, dtype_names, impl)
+        own = {r.plugin for r in self._records.values() if r.name == dev.info.backend}
+        for plugin, item in self.plugins.collect("dsrt_kernel_impls", device=dev):
+            try:
+                name, dtype_names, impl = item
+            except (TypeError, ValueError):
+                self.plugins.fail(plugin, "dsrt_kernel_impls", PluginError(
+                    f"dsrt_kernel_impls returned {item!r}, not (kernel name, dtype names, impl)", plugin=plugin))
+                continue
+            if dev.supports(name) and plugin not in own and plugin not in self._override:
+                self.conflicts.append(
+                    f"plugin '{plugin}' implements '{name}' for {dev.id}, which its backend '{dev.info.backend}'"
+                    f" already implements: kept the backend's (Runtime(override_kernels=['{plugin}']) to prefer it)")
+                continue
+            try:
+                dev.add_kernel(name, dtype_names, impl)
+            except DsrtError as exc:
+                self.conflicts.append(f"plugin '{plugin}': kernel '{name}' for {dev.id} refused: {exc}")
         dev.tracer = self._tracer
         dev._runtime_ref = weakref.ref(self)
         self._devices[dev.id] = dev
@@ -292,17 +348,83 @@ class Runtime:
                 self._scheduler = Scheduler(self)
             return self._scheduler
 
-    def map(self, kernel: str, chunks: Sequence[Sequence[Any]], *, policy: str | None = None, **params: Any) -> list[Any]:
-        """Run ``kernel`` over independent chunks across devices; results in input order."""
-        return self.scheduler.map(kernel, chunks, policy=policy, **params)
+    def map(
+        self,
+        kernel: str,
+        chunks: Sequence[Sequence[Any]],
+        *,
+        devices: Sequence[str | Device] | None = None,
+        policy: str | None = None,
+        tolerance: float | None = None,
+        timeout: float | None = None,
+        verify: float | None = None,
+        **params: Any,
+    ) -> list[Any]:
+        """Run ``kernel`` over independent chunks across devices; results in input order.
 
-    def submit(self, kernel: str, *inputs: Any, **kwargs: Any) -> Any:
-        """Schedule one task; returns a future."""
-        return self.scheduler.submit(kernel, *inputs, **kwargs)
+        Each chunk is a tuple of inputs (dsrt Arrays or numpy arrays). Results are Arrays on the
+        device each chunk ran on; the caller owns them; inputs are never modified.
+
+        ``devices``: ids or devices to use; default every healthy device exact to the dtype
+        (simulated devices take work only when named here or admitted by ``tolerance``).
+        ``policy``: ``dmda`` (default), ``heft``, ``eager``, ``work_stealing``, ``round_robin`` or a
+        plugin's. ``tolerance``: the largest relative error acceptable; default the conformance kit's
+        tolerance for this kernel and dtype, so no inexact (analog, noisy, few-bit) device takes work.
+        ``timeout``: seconds the whole run may take. ``verify``: a fraction of chunks (at least one per
+        device) re-checked against the numpy reference; a device that disagrees is quarantined and
+        its chunks recomputed. ``params``: the kernel's parameters (``alpha=`` for ``gemm``...).
+
+        Every result is committed exactly once; a chunk may run more than once after a failure, always
+        on private copies of its inputs. :attr:`last_run` says what happened; :meth:`explain` why a
+        chunk went where it went. Raises :class:`~dsrt.errors.PoisonedChunkError` (with the results
+        that did complete) when chunks could not be completed.
+        """
+        return self.scheduler.map(kernel, chunks, devices=devices, policy=policy, tolerance=tolerance,
+                                  timeout=timeout, verify=verify, **params)
+
+    def submit(
+        self,
+        kernel: str,
+        *inputs: Any,
+        depends_on: Sequence[Any] = (),
+        devices: Sequence[str | Device] | None = None,
+        policy: str | None = None,
+        tolerance: float | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Any:
+        """Schedule one task; returns a future (``.result()``). Inputs may be futures of earlier tasks;
+        ``depends_on`` adds ordering-only dependencies. Options mean what they mean for :meth:`map`;
+        pending tasks run together when a result is asked for, so a DAG is planned as a whole."""
+        return self.scheduler.submit(kernel, *inputs, depends_on=depends_on, devices=devices, policy=policy,
+                                     tolerance=tolerance, timeout=timeout, **params)
 
     def explain(self, task: Any) -> Any:
-        """Why a task went where it went: candidates and predicted finish times."""
+        """Why a chunk (an index of the last run, a task or a future) went where it went: the devices
+        considered with their predicted finish, the devices excluded and why (precision, dtype,
+        kernel, health), and every attempt with its failures and retries."""
         return self.scheduler.explain(task)
+
+    @property
+    def last_run(self) -> Any:
+        """The :class:`~dsrt.scheduler.RunReport` of the last ``map`` or ``flush`` (``None`` before)."""
+        return self.scheduler.last_run
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each device's health: ``state`` (healthy, quarantined, down), reason, failures, backoff left."""
+        report = self.scheduler.health.snapshot()
+        for dev in self.devices:
+            report.setdefault(dev.id, {"device": dev.id, "state": "healthy", "reason": "", "failures": 0,
+                                       "retry_in_s": 0.0, "health_checks": 0, "events": []})
+        return dict(sorted(report.items()))
+
+    def mark_down(self, device: str | Device, reason: str = "marked down by the user") -> None:
+        """Keep ``device`` out of scheduling until :meth:`mark_up`."""
+        self.scheduler.health.mark_down(self.device(device).id, reason)
+
+    def mark_up(self, device: str | Device) -> None:
+        """Put ``device`` back into scheduling now (clears a quarantine or a mark_down)."""
+        self.scheduler.health.mark_up(self.device(device).id)
 
     def world(self, **options: Any) -> Any:
         """A collective communicator over every MPI rank (this process alone outside ``mpiexec``)
