@@ -17,8 +17,8 @@ requested (ratio 1 by construction); the naive cache keeps one free list per exa
 returns memory. ``best_fit_heap`` is a fragmentation reference (see :func:`best_fit_heap_ratio`):
 textbook exact best fit on one unbounded heap, which never moves a block; dsrt's pool compacts
 (moves live blocks to open a hole rather than grow), and ``compactions_per_alloc`` and
-``moved_bytes`` say how often and how much. Targets for dsrt: alloc p50 <= 2 us, p99 <= 10 us
-at every trace size, ratio <= 1.10 on every trace.
+``moved_bytes`` say how often and how much. Targets for dsrt: alloc p50 <= 1 us, p99 <= 5 us
+at every trace size, ratio <= 1.05 on every trace.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from dsrt.memory import CachingPool
 
 MiB = 1 << 20
-TARGET_P50_US, TARGET_P99_US, TARGET_RATIO = 2.0, 10.0, 1.10
+TARGET_P50_US, TARGET_P99_US, TARGET_RATIO = 1.0, 5.0, 1.05
 
 # A trace is a sequence of ("a", key, nbytes) and ("f", key, 0) events.
 Trace = list[tuple[str, int, int]]

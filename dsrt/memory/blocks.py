@@ -1,14 +1,9 @@
-"""Segments, blocks and the O(1) free-block index behind :class:`dsrt.memory.CachingPool`.
+"""Segments and blocks behind :class:`dsrt.memory.CachingPool`.
 
-A *segment* is one raw allocation from the device (``Device._allocate``); it is carved into
-*blocks* that form a doubly linked list in address order, so a freed block can merge with free
-neighbours (coalescing) in O(1). All sizes and offsets are in bytes.
-
-Free blocks are indexed by a two-level segregated fit (first level: the power of two below the
-size; second level: :data:`SUBDIVISIONS` equal slices of it). One Python integer is the bitmap of
-non-empty bins, so finding the smallest bin that can hold a request is a shift and a
-lowest-set-bit, whatever the number of blocks: the cost of an allocation does not grow with the
-number of live or free blocks.
+A *segment* is one raw allocation from the device (through the pool's
+:class:`~dsrt.memory.allocator.Allocator`); it is carved into *blocks* that form a doubly linked
+list in address order, so a freed block can merge with free neighbours (coalescing) in O(1). Free
+blocks are indexed by :class:`dsrt.memory.fit.FreeIndex`. All sizes and offsets are in bytes.
 
 Not thread-safe on its own: the pool calls everything here under its lock.
 """
@@ -17,20 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Block", "Segment", "FreeIndex", "SUBDIVISIONS"]
-
-#: Second-level bins per power of two (a power of two). 16 slices keep the gap between a request
-#: and the lower bound of the first bin searched under 1/16 of the request.
-SUBDIVISIONS = 16
-_SL_SHIFT = 4  # log2(SUBDIVISIONS)
-#: How many blocks of the request's own bin are inspected before the search moves up a bin.
-_OWN_BIN_PROBES = 8
-
-
-def bin_of(size: int) -> int:
-    """The bin holding free blocks of ``size`` bytes (``size`` >= :data:`SUBDIVISIONS`)."""
-    fl = size.bit_length() - 1
-    return (fl << _SL_SHIFT) | ((size >> (fl - _SL_SHIFT)) & (SUBDIVISIONS - 1))
+__all__ = ["Block", "Segment"]
 
 
 class Segment:
@@ -88,102 +70,3 @@ class Block:
         left = [ev for ev in pending if not ev.query()]
         self.pending = left or None
         return all(ev.stream is stream for ev in left)
-
-
-class FreeIndex:
-    """The free blocks of one pool (small or large), binned for O(1) good-fit search."""
-
-    __slots__ = ("bins", "bitmap", "count", "free_bytes")
-
-    def __init__(self) -> None:
-        self.bins: dict[int, dict[Block, None]] = {}
-        self.bitmap = 0
-        self.free_bytes = 0
-        self.count = 0
-
-    def insert(self, block: Block) -> None:
-        b = bin_of(block.size)
-        bucket = self.bins.get(b)
-        if bucket is None:
-            bucket = self.bins[b] = {}
-            self.bitmap |= 1 << b
-        bucket[block] = None
-        self.free_bytes += block.size
-        self.count += 1
-
-    def resized(self, block: Block, old_size: int) -> None:
-        """``block`` (in the index) changed from ``old_size`` to ``block.size`` bytes: re-bin it."""
-        b_old, b_new = bin_of(old_size), bin_of(block.size)
-        if b_old != b_new:
-            bucket = self.bins[b_old]
-            del bucket[block]
-            if not bucket:
-                del self.bins[b_old]
-                self.bitmap &= ~(1 << b_old)
-            target = self.bins.get(b_new)
-            if target is None:
-                target = self.bins[b_new] = {}
-                self.bitmap |= 1 << b_new
-            target[block] = None
-        self.free_bytes += block.size - old_size
-
-    def remove(self, block: Block) -> None:
-        b = bin_of(block.size)
-        bucket = self.bins[b]
-        del bucket[block]
-        if not bucket:
-            del self.bins[b]
-            self.bitmap &= ~(1 << b)
-        self.free_bytes -= block.size
-        self.count -= 1
-
-    def find(self, size: int, stream: Any) -> Block | None:
-        """Remove and return a free block of at least ``size`` bytes usable on ``stream``, or None.
-
-        Looks at a few blocks of the request's own bin first (an exact or near fit), then takes
-        the first usable block of the next non-empty bins, smallest first.
-        """
-        b = bin_of(size)
-        bins = self.bins
-        bucket = bins.get(b)
-        if bucket is not None:
-            probes = 0
-            for blk in bucket:
-                if blk.size >= size and (blk.pending is None or blk.usable_on(stream)):
-                    self.remove(blk)
-                    return blk
-                probes += 1
-                if probes >= _OWN_BIN_PROBES:
-                    break
-        mask = self.bitmap >> (b + 1)
-        base = b + 1
-        while mask:
-            low = mask & -mask
-            shift = low.bit_length() - 1
-            nb = base + shift
-            for blk in bins[nb]:
-                if blk.pending is None or blk.usable_on(stream):
-                    self.remove(blk)
-                    return blk
-            mask >>= shift + 1
-            base = nb + 1
-        return None
-
-    def largest(self) -> int:
-        """Bytes in the largest free block (0 if none)."""
-        if not self.bitmap:
-            return 0
-        top = self.bitmap.bit_length() - 1
-        return max(blk.size for blk in self.bins[top])
-
-    def largest_bound(self) -> int:
-        """A lower bound of the largest free block in bytes, in O(1): the smallest size its bin holds."""
-        if not self.bitmap:
-            return 0
-        b = self.bitmap.bit_length() - 1
-        fl, sl = b >> _SL_SHIFT, b & (SUBDIVISIONS - 1)
-        return (1 << fl) + (sl << (fl - _SL_SHIFT))
-
-    def blocks(self) -> list[Block]:
-        """Every free block (for trimming and snapshots)."""
-        return [blk for bucket in self.bins.values() for blk in bucket]
