@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import dtypes as dt
+from ..errors import DsrtError
+from ..kernels import REQUIRED, KernelSpec
 
-__all__ = ["make_inputs", "kernel_cases", "ODD_SIZES", "GEMM_SHAPES"]
+__all__ = ["make_inputs", "kernel_cases", "generic_cases", "GenericCase", "ODD_SIZES", "GEMM_SHAPES"]
 
 #: Element counts that catch off-by-one work-group and tail handling.
 ODD_SIZES = (1, 7, 1023, 4097)
@@ -117,3 +120,70 @@ def kernel_cases(kernel: str) -> Iterator[dict[str, Any]]:
     for n in ODD_SIZES:
         yield {"shape": (n,)}
     yield {"shape": (3, 5)}
+
+
+#: Input shapes :func:`generic_cases` tries for a kernel the kit knows only by its spec, with the number
+#: of terms each output element sums (for the tolerance): equal shapes for elementwise kernels, then
+#: matrix-vector and matrix-matrix contractions over 33 terms for two-input kernels.
+GENERIC_SHAPES: tuple[tuple[int, ...], ...] = (*((n,) for n in ODD_SIZES), (3, 5), (7, 33))
+CONTRACTION_SHAPES: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (((7, 33), (33,)), ((7, 33), (33, 5)))
+
+
+@dataclass(frozen=True)
+class GenericCase:
+    """One case built from a spec: host ``inputs``, ``params`` (the spec's defaults apply), and
+    ``terms``, the number of terms each output element accumulates (1 for elementwise kernels)."""
+
+    inputs: list[np.ndarray]
+    params: dict[str, Any]
+    terms: int
+
+
+def generic_cases(spec: KernelSpec, dtype: np.dtype, seed: int = 0) -> tuple[list[GenericCase], str]:
+    """Cases for a kernel the kit knows only by its :class:`KernelSpec` (a plugin's own kernel), built
+    from the spec alone; or ``([], why not)``.
+
+    Inputs have ``dtype``; there are as many as the spec's minimum arity (at least enough to reach
+    ``key_input``). Their shapes are each of :data:`GENERIC_SHAPES` (all inputs alike), then for
+    two-input kernels each of :data:`CONTRACTION_SHAPES`; a shape the spec's ``infer`` refuses is left
+    out. Params are the spec's defaults. Values are uniform in [-4, 4), or in [0.25, 4) when the
+    reference gives non-finite results for mixed signs (a log, a square root...).
+    """
+    required = sorted(k for k, v in spec.params.items() if v is REQUIRED)
+    if required:
+        return [], (f"kernel '{spec.name}' has parameter(s) without a default ({', '.join(required)});"
+                    " the kit cannot choose their values")
+    lo, hi = spec.arity
+    nin = max(lo, 1 if spec.key_input is None else spec.key_input + 1)
+    if nin == 0 or nin > hi:
+        return [], f"kernel '{spec.name}' takes {lo} to {hi} array inputs; the kit cannot choose an output shape"
+    rng = np.random.default_rng(seed)
+    candidates: list[tuple[tuple[tuple[int, ...], ...], int | None]] = [((s,) * nin, None) for s in GENERIC_SHAPES]
+    if nin == 2:
+        candidates += [(pair, pair[0][1]) for pair in CONTRACTION_SHAPES]
+    cases: list[GenericCase] = []
+    refused: list[str] = []
+    for shapes, contracted in candidates:
+        inputs = [_values(rng, s, dtype) for s in shapes]
+        try:
+            bound = spec.bind(inputs, {})
+            inferred = spec.infer(inputs, bound)
+            if inferred is None:
+                return [], f"kernel '{spec.name}' returns no array (a task kernel): nothing to compare"
+            key = spec.key_dtype(inputs, inferred[1])
+            if key != dtype:
+                return [], (f"kernel '{spec.name}' selects its implementation by a dtype other than its inputs'"
+                            f" ({dt.dtype_name(key)} for {dt.dtype_name(dtype)} inputs)")
+            with np.errstate(all="ignore"):
+                want = np.asarray(spec.reference(inputs, bound))
+                if dt.is_float(want.dtype) and not np.all(np.isfinite(want.astype(np.float64))):
+                    inputs = [_values(rng, s, dtype, positive=True) for s in shapes]
+        except DsrtError as exc:
+            refused.append(f"{' and '.join(str(s) for s in shapes)}: {exc}")
+            continue
+        out_size = max(1, int(np.prod(inferred[0])))
+        terms = contracted if contracted is not None else max(1, int(inputs[0].size) // out_size)
+        cases.append(GenericCase(inputs, {}, terms))
+    if not cases:
+        return [], f"kernel '{spec.name}' refuses every input the kit builds from its spec: " + "; ".join(refused[:3])
+    return cases, ""
