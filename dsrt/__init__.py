@@ -13,7 +13,9 @@ and quantum devices) are plugins found through the ``dsrt`` entry-point group.
 from __future__ import annotations
 
 from . import dtypes
+from . import jit as _jit_package  # noqa: F401 - loaded first, so the name below stays the function
 from .array import Array
+from .cabi import header_path as c_header_path
 from .device import Device, DeviceInfo, Event, Stream, UserKernel, current_device
 from .dtypes import as_dtype
 from .errors import (
@@ -35,11 +37,12 @@ from .errors import (
     SchedulingError,
     ShapeError,
     TopologyError,
+    TransientDeviceError,
     UnsupportedKernelError,
 )
 from .hookspecs import PLUGIN_API_VERSION, BackendSpec, CliCommand, WorkloadItem, hookimpl, hookspec
 from .kernels import KERNELS, STANDARD_KERNELS, KernelSpec, get_kernel, register_kernel
-from .runtime import Runtime, asarray, default_runtime, from_dlpack, set_default_runtime
+from .runtime import Runtime, asarray, default_runtime, from_dlpack, jit, set_default_runtime
 
 __version__ = "0.1.0"
 
@@ -75,10 +78,12 @@ __all__ = [
     "ShapeError",
     "Stream",
     "TopologyError",
+    "TransientDeviceError",
     "UnsupportedKernelError",
     "UserKernel",
     "WorkloadItem",
     "as_dtype",
+    "c_header_path",
     "asarray",
     "current_device",
     "default_runtime",
@@ -87,6 +92,7 @@ __all__ = [
     "get_kernel",
     "hookimpl",
     "hookspec",
+    "jit",
     "register_kernel",
     "set_default_runtime",
 ]

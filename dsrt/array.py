@@ -38,13 +38,37 @@ def contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]
 
 
 class Array:
-    """``shape``/``dtype``/``strides`` (bytes) on ``device``, backed by ``_alloc`` at ``_byte_offset``.
+    """``shape``/``dtype``/``strides`` (bytes) on ``device``, backed by ``allocation`` at ``byte_offset``.
 
-    ``_native`` is a slot backends use to cache their own view of the data (a numpy view, a CuPy
-    array...); it is valid while ``_native_gen`` equals the allocation's ``generation``.
+    **The backend surface.** What a kernel needs from an Array is public and cheap (slots, or one
+    property that reads a slot):
+
+    ``allocation``
+        The pooled :class:`~dsrt.memory.Allocation` holding the bytes (shared by views such as
+        ``reshape``). Call ``allocation.touch()`` before reading a raw handle: it brings spilled bytes
+        back and marks the allocation used.
+    ``byte_offset``
+        Bytes from the start of ``allocation`` to element 0 of this array.
+    ``handle``
+        The raw buffer handle the device's ``_allocate`` returned (a numpy buffer, a ``cl.Buffer``, a
+        CUDA pointer...); ``None`` while the bytes are spilled (``touch()`` first).
+    ``handle_offset``
+        Bytes from the start of ``handle`` to element 0: ``allocation.offset + byte_offset``.
+    ``generation``
+        The allocation's ``generation``. The pool may move an allocation's bytes (compaction,
+        spilling to a host tier) and then bumps it; any address or view derived from ``handle`` is
+        stale from then on. Launches and collectives keep their operands from moving while they run
+        (:data:`dsrt.memory.IN_USE`); code that holds an address longer must use
+        :func:`dsrt.memory.in_use` or export the array.
+    ``native`` / ``native_generation``
+        A slot where the device's backend caches its own view of the data (a numpy view, a CuPy
+        array...). The view is valid only while ``native_generation == allocation.generation``; a
+        backend checks that before each use and rebuilds the view (storing both slots) otherwise.
+        Only the array's own device's backend writes it; it is ``None`` until then.
     """
 
-    __slots__ = ("device", "shape", "dtype", "strides", "_alloc", "_byte_offset", "_native", "_native_gen", "__weakref__")
+    __slots__ = ("device", "shape", "dtype", "strides", "allocation", "byte_offset", "native", "native_generation",
+                 "__weakref__")
 
     def __init__(
         self,
@@ -60,10 +84,52 @@ class Array:
         self.shape = shape
         self.dtype = dtype
         self.strides = strides if strides is not None else contiguous_strides(shape, dtype.itemsize)
-        self._alloc = alloc
-        self._byte_offset = byte_offset
-        self._native: Any = None
-        self._native_gen = -1
+        self.allocation: Allocation = alloc
+        self.byte_offset = byte_offset
+        self.native: Any = None
+        self.native_generation = -1
+
+    # ------------------------------------------------------------------ backend surface
+    @property
+    def handle(self) -> Any:
+        """The raw buffer handle of the allocation (``None`` while spilled: ``allocation.touch()`` first)."""
+        return self.allocation.handle
+
+    @property
+    def handle_offset(self) -> int:
+        """Bytes from the start of :attr:`handle` to element 0 (``allocation.offset + byte_offset``)."""
+        return self.allocation.offset + self.byte_offset
+
+    @property
+    def generation(self) -> int:
+        """The allocation's generation: it changes whenever the pool moves the bytes."""
+        return self.allocation.generation
+
+    # Former private names, kept for core modules that still use them (dsrt.collective, dsrt.memory.in_use).
+    # Backends and plugins use the public names above.
+    @property
+    def _alloc(self) -> Allocation:
+        return self.allocation
+
+    @property
+    def _byte_offset(self) -> int:
+        return self.byte_offset
+
+    @property
+    def _native(self) -> Any:
+        return self.native
+
+    @_native.setter
+    def _native(self, value: Any) -> None:
+        self.native = value
+
+    @property
+    def _native_gen(self) -> int:
+        return self.native_generation
+
+    @_native_gen.setter
+    def _native_gen(self, value: int) -> None:
+        self.native_generation = value
 
     # ------------------------------------------------------------------ properties
     @property
@@ -136,11 +202,11 @@ class Array:
             raise ShapeError(f"reshape: cannot view {self.shape} ({self.size} elements) as {tuple(new)}")
         if not self.is_contiguous:
             raise ShapeError("reshape: only contiguous arrays can be viewed with a new shape")
-        return Array(self.device, tuple(new), self.dtype, self._alloc, byte_offset=self._byte_offset)
+        return Array(self.device, tuple(new), self.dtype, self.allocation, byte_offset=self.byte_offset)
 
     def release(self) -> None:
         """Give the memory back to the pool now (the array and its views become unusable)."""
-        self._alloc.release()
+        self.allocation.release()
 
     # ------------------------------------------------------------------ DLPack
     def __dlpack_device__(self) -> tuple[int, int]:
@@ -150,8 +216,8 @@ class Array:
         return (code, self.device.info.index if code != DLPACK_CPU else 0)
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None, copy: Any = None) -> Any:
-        self._alloc.touch()
-        self._alloc.exported = True  # foreign code holds the address now: never move or spill it
+        self.allocation.touch()
+        self.allocation.exported = True  # foreign code holds the address now: never move or spill it
         exporter = self.device._export_dlpack(self, stream)
         kwargs: dict[str, Any] = {}
         if max_version is not None:
@@ -169,8 +235,8 @@ class Array:
         provider = getattr(self.device, "cuda_array_interface", None)
         if provider is None:
             raise AttributeError(f"arrays on {self.device.id} have no __cuda_array_interface__")
-        self._alloc.touch()
-        self._alloc.exported = True  # foreign code holds the address now: never move or spill it
+        self.allocation.touch()
+        self.allocation.exported = True  # foreign code holds the address now: never move or spill it
         return provider(self)
 
     def __repr__(self) -> str:

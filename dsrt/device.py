@@ -7,10 +7,20 @@ A backend subclasses :class:`Device` and implements the underscored primitives:
 ``_free(handle)``      give a raw handle back
 ``_copy_in``           host bytes -> ``(handle, offset)``
 ``_copy_out``          ``(handle, offset)`` -> host bytes
-``_copy_between``      device-to-device copy where the backend can (return ``False`` otherwise)
+``_copy_between``      device-to-device copy on raw handles, where the backend can (see below)
 ``kernel_table()``     ``{kernel name: (dtype names, implementation)}``; or override ``_launch``
 ``_synchronize``       wait for all work queued on a stream
 =====================  ============================================================================
+
+``_copy_between(dst_handle, dst_offset, src_handle, src_offset, nbytes, stream, src_device)`` copies
+``nbytes`` bytes from ``src_handle`` (a raw handle of ``src_device``, which may be this device or
+another) at byte ``src_offset`` to this device's ``dst_handle`` at byte ``dst_offset``, ordered on
+``stream`` (of this device); it returns ``False`` when the backend cannot reach ``src_device``
+directly (the caller then stages through host memory). The caller keeps both allocations from moving
+(``dsrt.memory.in_use``) while it runs.
+
+The pool reaches the memory primitives only through :attr:`Device.allocator` (a
+:class:`dsrt.memory.allocator.Allocator` adapted from them, which translates vendor errors once).
 
 Optional: ``_create_stream``/``_record_event`` (asynchronous backends), ``_compile`` (user kernels),
 ``_import_dlpack``/``_export_dlpack`` (zero-copy exchange), ``_translate_error`` (vendor errors).
@@ -25,7 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,11 +52,12 @@ from .errors import (
     format_bytes,
 )
 from .kernels import KERNELS, get_kernel
+from .memory.allocator import Allocator
 from .memory.in_use import IN_USE, in_use
 
 if TYPE_CHECKING:
     from .array import Array
-    from .memory import Allocation, MemoryPool
+    from .memory import MemoryPool
     from .tracing import Tracer
 
 __all__ = [
@@ -68,9 +79,18 @@ class DeviceInfo:
     """Capabilities of one device, as data the scheduler and the CLI read.
 
     ``memory_bytes``: device memory in bytes. ``peak_flops``: estimated peak float32 operations per
-    second. ``memory_bandwidth``: estimated bytes per second. ``kernels``: kernel name -> dtype names
-    it runs. ``precision_bits``: effective bits of result precision for analog or noisy simulated
-    devices (``None``: exact to the dtype). ``dlpack_device_type``: the DLPack device code of its
+    second *on this host, by the wall clock* (what placement predicts with; for a simulated device,
+    the speed of simulating it here). ``modelled_peak_flops``: a simulated device's modelled chip
+    throughput (operations per second), reported and used by the virtual clock only (``None`` for
+    real devices). ``memory_bandwidth``: estimated bytes per second. ``kernels``: kernel name -> dtype names
+    it runs; on a :class:`Device` this is derived from its kernel table (:meth:`Device.kernel_table`
+    and :meth:`Device.add_kernel`), so a backend leaves it empty. ``precision_bits``: effective bits
+    of result precision for analog or noisy simulated devices (``None``: exact to the dtype).
+    ``simulated``: the device is a software model of hardware. ``synchronous``: every launch and copy
+    has finished when it returns, so recorded events are always complete (the pool then reuses freed
+    blocks at once); ``False``, the safe default, for a device that queues work. ``host_visible``: its
+    raw allocations are host memory the CPU reads directly (1-D ``uint8`` numpy buffers, see
+    :mod:`dsrt.memory.hostmem`). ``dlpack_device_type``: the DLPack device code of its
     memory (1 = CPU, 2 = CUDA, 4 = OpenCL) or ``None``. ``properties``: anything else, free-form;
     by convention ``properties["hardware"]`` names the physical hardware it runs on, so devices that
     report the same value share silicon (``"host-cpu"`` for the CPU and for CPU OpenCL devices).
@@ -89,14 +109,17 @@ class DeviceInfo:
     memory_bandwidth: float = 0.0
     simulated: bool = False
     precision_bits: float | None = None
+    modelled_peak_flops: float | None = None
+    synchronous: bool = False
+    host_visible: bool = False
     languages: frozenset[str] = frozenset()
     dlpack_device_type: int | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
 
-    def supports(self, kernel: str, dtype: Any) -> bool:
-        """True if this device runs ``kernel`` for ``dtype``."""
+    def supports(self, kernel: str, dtype: Any = None) -> bool:
+        """True if this device runs ``kernel`` (for ``dtype``, when given)."""
         names = self.kernels.get(kernel)
-        return names is not None and dt.dtype_name(dtype) in names
+        return names is not None and (dtype is None or dt.dtype_name(dtype) in names)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (sets become sorted lists)."""
@@ -114,6 +137,9 @@ class DeviceInfo:
             "memory_bandwidth": self.memory_bandwidth,
             "simulated": self.simulated,
             "precision_bits": self.precision_bits,
+            "modelled_peak_flops": self.modelled_peak_flops,
+            "synchronous": self.synchronous,
+            "host_visible": self.host_visible,
             "languages": sorted(self.languages),
             "properties": {k: v for k, v in self.properties.items() if isinstance(v, (str, int, float, bool, type(None)))},
         }
@@ -185,11 +211,16 @@ class UserKernel:
     def launch(self, *args: Any, stream: Stream | None = None, **options: Any) -> Any:
         """Run with backend-specific arguments (arrays, scalars, global size...). Array arguments
         are listed in :data:`dsrt.memory.IN_USE` while the launch runs (no pool moves them)."""
-        with in_use(a for a in args if hasattr(a, "_alloc")):
+        with in_use(a for a in args if hasattr(a, "allocation")):
             return self.device._launch_user(self, args, options, stream or self.device.default_stream)
 
 
 _local = threading.local()
+
+#: Set by :mod:`dsrt.jit` while some thread captures launches, else ``None`` (eager launches pay one
+#: global test). Called after every array launch as ``(device, kernel, inputs, out, params, fresh)``
+#: (``fresh``: ``out`` was allocated by the launch) and after every task launch with ``out=None``.
+launch_observer: Callable[..., None] | None = None
 
 
 def current_device() -> Device | None:
@@ -199,14 +230,19 @@ def current_device() -> Device | None:
 
 
 class Device:
-    """Base class of every device. Subclasses set ``info`` in ``__init__`` and implement primitives.
+    """Base class of every device. Subclasses pass their ``info`` to ``__init__`` and implement primitives.
 
     Ownership: the device owns its memory pool (created on first use) and its default stream.
+    Capabilities are declared once: the kernel table. ``info.kernels`` is derived from it whenever
+    ``info`` is set or a kernel is added, so ``dev.supports(k, d) == dev.info.supports(k, d)``. A
+    backend that changes a measured figure later sets ``self.info = dataclasses.replace(self.info, ...)``.
     """
 
-    info: DeviceInfo
+    _info: DeviceInfo
 
     def __init__(self, info: DeviceInfo) -> None:
+        self._supported: dict[str, frozenset[np.dtype]] = {}
+        self._kernel_names: dict[str, frozenset[str]] = {}
         self.info = info
         self.id = info.id
         self.tracer: Tracer | None = None
@@ -222,14 +258,23 @@ class Device:
         self._signatures: dict[tuple[Any, ...], tuple[tuple[int, ...], np.dtype, Mapping[str, Any]]] = {}
         # (shape, dtype) -> (bytes, contiguous byte strides) of launch outputs
         self._layouts: dict[tuple[tuple[int, ...], np.dtype], tuple[int, tuple[int, ...]]] = {}
-        self._supported: dict[str, frozenset[np.dtype]] = {}
         for name, (dtype_names, impl) in table.items():
-            self.add_kernel(name, dtype_names, impl, _update_info=False)
+            self._register(name, dtype_names, impl)
+        self.info = self._info
+
+    @property
+    def info(self) -> DeviceInfo:
+        """What this device is and can do; ``kernels`` always mirrors the kernel table."""
+        return self._info
+
+    @info.setter
+    def info(self, value: DeviceInfo) -> None:
+        self._info = replace(value, kernels=dict(getattr(self, "_kernel_names", {})))
 
     @property
     def synchronous(self) -> bool:
-        """True when every launch and copy has finished by the time it returns (no events to wait on)."""
-        return type(self)._query_event is Device._query_event
+        """True when every launch and copy has finished by the time it returns (``info.synchronous``)."""
+        return self._info.synchronous
 
     # ------------------------------------------------------------------ primitives (backend)
     def _allocate(self, nbytes: int) -> Any:
@@ -246,13 +291,41 @@ class Device:
         """Copy ``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into contiguous ``dst``."""
         raise NotImplementedError
 
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        """Copy ``nbytes`` from ``src`` (any device) into ``dst`` (this device) without the host.
+    def _copy_between(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                      stream: Stream, src_device: Device) -> bool:
+        """Copy ``nbytes`` bytes from ``src_handle`` at byte ``src_offset`` (memory of ``src_device``,
+        this device or another) to ``dst_handle`` at byte ``dst_offset`` (this device), ordered on
+        ``stream``, without the host.
 
-        Return ``False`` when this backend cannot reach ``src`` directly; the caller then stages
-        the bytes through host memory.
+        Called by :meth:`copy` and by the pool's compaction (through :attr:`allocator`), on the
+        calling thread, with both allocations held in place. Return ``False`` when this backend
+        cannot reach ``src_device`` directly; the caller then stages the bytes through host memory.
+        Vendor exceptions may propagate: the caller translates them.
         """
         return False
+
+    def _copy_raw(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                  stream: Stream, src_device: Device) -> bool:
+        """Call :meth:`_copy_between`, also for a backend still written against the old form
+        ``_copy_between(dst: Allocation, src: Allocation, nbytes, stream)`` (given throwaway
+        Allocation records; to be removed once every backend takes raw handles)."""
+        if not _legacy_copy_between(type(self)):
+            return self._copy_between(dst_handle, dst_offset, src_handle, src_offset, nbytes, stream, src_device)
+        from .memory import Allocation
+
+        dst = Allocation(self, dst_handle, dst_offset, nbytes, None)
+        src = Allocation(src_device, src_handle, src_offset, nbytes, None)
+        return bool(self._copy_between(dst, src, nbytes, stream))  # type: ignore[call-arg,arg-type]
+
+    @property
+    def allocator(self) -> Allocator:
+        """The :class:`~dsrt.memory.allocator.Allocator` the pool uses: this device's memory
+        primitives, adapted (created on first use). A backend with an allocator of its own
+        overrides this property."""
+        alloc = self.__dict__.get("_allocator")
+        if alloc is None:
+            alloc = self.__dict__["_allocator"] = _DeviceAllocator(self)
+        return alloc
 
     def _synchronize(self, stream: Stream) -> None:
         """Block until ``stream`` is idle. Synchronous backends need not override."""
@@ -297,14 +370,30 @@ class Device:
         """Turn a vendor exception into a dsrt error; backends refine this."""
         return DeviceError(f"{self.id}: {action} failed: {type(exc).__name__}: {exc}", device=self.id)
 
+    def modelled_cost(self) -> tuple[float, float] | None:
+        """Simulated devices: the modelled chip time (seconds) and energy (joules) charged so far.
+
+        Cumulative since the device was created; the scheduler reads it before and after each chunk
+        (on the device's worker thread) to report what a chunk cost the modelled chip. Real devices
+        return ``None``: their cost is the wall clock.
+        """
+        return None
+
     def close(self) -> None:
         """Release cached memory and backend resources. The device is unusable afterwards."""
         if self._pool is not None:
             self._pool.empty_cache()
 
     # ------------------------------------------------------------------ kernels
-    def add_kernel(self, name: str, dtype_names: Any, impl: KernelImpl, *, _update_info: bool = True) -> None:
-        """Add (or replace) the implementation of kernel ``name`` for ``dtype_names`` on this device."""
+    def add_kernel(self, name: str, dtype_names: Any, impl: KernelImpl) -> None:
+        """Add (or replace) the implementation of kernel ``name`` for ``dtype_names`` on this device.
+
+        ``info`` is replaced by a copy whose ``kernels`` include it (holders of the old ``info`` keep a
+        snapshot)."""
+        self._register(name, dtype_names, impl)
+        self.info = self._info
+
+    def _register(self, name: str, dtype_names: Any, impl: KernelImpl) -> None:
         spec = get_kernel(name)
         wanted = frozenset(dt.dtype_name(d) for d in dtype_names)
         unknown = wanted - spec.dtypes if not spec.is_task else frozenset()
@@ -314,11 +403,8 @@ class Device:
             )
         self._impls[name] = impl
         self._supported[name] = frozenset(dt.as_dtype(d) for d in wanted)
+        self._kernel_names[name] = wanted
         self._signatures.clear()
-        if _update_info:
-            kernels = dict(self.info.kernels)
-            kernels[name] = wanted
-            object.__setattr__(self.info, "kernels", kernels)
 
     def supports(self, kernel: str, dtype: Any = None) -> bool:
         """True if ``kernel`` runs here (for ``dtype``, when given)."""
@@ -371,24 +457,39 @@ class Device:
                 f"{self.id}: cannot copy host {src.dtype}{tuple(src.shape)} into {dst.dtype}{dst.shape}"
             )
         src = np.ascontiguousarray(src)
-        alloc = dst._alloc
-        alloc.touch()
+        alloc = dst.allocation
         try:
-            self._copy_in(alloc.handle, alloc.offset + dst._byte_offset, src, stream or self.default_stream)
+            with in_use((alloc,)):  # no spill or compaction moves the bytes while they are written
+                self._copy_in(alloc.handle, alloc.offset + dst.byte_offset, src, stream or self.default_stream)
         except DsrtError:
             raise
         except Exception as exc:
             raise self._translate_error(exc, f"copy of {format_bytes(src.nbytes)} to device") from exc
 
-    def copy_to_host(self, src: Array, *, stream: Stream | None = None) -> np.ndarray:
-        """A new host numpy array with the contents of ``src`` (waits for the copy)."""
-        out = np.empty(src.shape, src.dtype)
-        alloc = src._alloc
-        alloc.touch()
+    def copy_to_host(
+        self, src: Array, *, stream: Stream | None = None, out: np.ndarray | None = None, start: int = 0
+    ) -> np.ndarray:
+        """The contents of ``src`` in host memory (waits for the copy).
+
+        Without ``out``: a new numpy array of ``src``'s shape and dtype. With ``out`` (a C-contiguous
+        host array the caller owns and may reuse between copies): bytes ``[start, start + out.nbytes)``
+        of contiguous ``src`` are copied into it as they are, and ``out`` is returned.
+        """
+        if out is None:
+            if start:
+                raise ShapeError(f"{self.id}: copy_to_host(start={start}) needs an out buffer")
+            out = np.empty(src.shape, src.dtype)
+        elif not out.flags.c_contiguous or start < 0 or start + out.nbytes > src.nbytes:
+            raise ShapeError(
+                f"{self.id}: cannot copy bytes [{start}, {start + out.nbytes}) of a {format_bytes(src.nbytes)} array"
+                f" into a{'' if out.flags.c_contiguous else ' non-contiguous'} host buffer of {format_bytes(out.nbytes)}"
+            )
+        alloc = src.allocation
         s = stream or self.default_stream
         try:
-            self._copy_out(alloc.handle, alloc.offset + src._byte_offset, out, s)
-            self._synchronize(s)
+            with in_use((alloc,)):  # no spill or compaction moves the bytes while they are read
+                self._copy_out(alloc.handle, alloc.offset + src.byte_offset + start, out, s)
+                self._synchronize(s)
         except DsrtError:
             raise
         except Exception as exc:
@@ -400,14 +501,15 @@ class Device:
         if src.shape != dst.shape or src.dtype != dst.dtype:
             raise ShapeError(f"{self.id}: cannot copy {src.dtype}{src.shape} into {dst.dtype}{dst.shape}")
         s = stream or self.default_stream
-        src._alloc.touch()
-        dst._alloc.touch()
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         direct = False
-        if src._byte_offset == 0 and dst._byte_offset == 0:
+        if src.is_contiguous and dst.is_contiguous:
+            sa, da = src.allocation, dst.allocation
             try:
-                direct = self._copy_between(dst._alloc, src._alloc, src.nbytes, s)
+                with in_use((sa, da)):  # neither moves while the device copies
+                    direct = self._copy_raw(da.handle, da.offset + dst.byte_offset, sa.handle,
+                                            sa.offset + src.byte_offset, src.nbytes, s, src.device)
             except DsrtError:
                 raise
             except Exception as exc:
@@ -484,31 +586,26 @@ class Device:
         """Launch a validated kernel: allocate or check ``out``, mark memory used, translate errors."""
         s = stream or self.default_stream
         for a in inputs:
-            a._alloc.touch()
+            a.allocation.touch()  # most recently used: allocating the output spills others first
+        fresh = out is None
         if out is None:
             out = self._new_output(shape, out_dtype, s)
-            spilled = False
-            for a in inputs:
-                if a._alloc.handle is None:
-                    spilled = True
-            if spilled:
-                # Allocating the output spilled an input under memory pressure: bring the operands
-                # back while the pool is told not to spill them again.
-                self._fetch_pinned([a._alloc for a in inputs] + [out._alloc])
         elif out.shape != shape or out.dtype != out_dtype or out.device is not self:
             raise ShapeError(
                 f"kernel '{kernel}': out must be {dt.dtype_name(out_dtype)}{shape} on {self.id},"
                 f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
             )
-        out._alloc.touch()
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         # Listed in IN_USE while the kernel runs, so no pool moves or spills the operands under it
-        # (another thread, or the kernel itself, may allocate meanwhile).
+        # (another thread, or the kernel itself, may allocate meanwhile); the pool's hold then waits
+        # out a move that began before the listing and fetches operands spilled meanwhile, so the
+        # handles the kernel reads are current (see dsrt.memory.in_use for the protocol).
         held = (*inputs, out)
         key = id(held)
         IN_USE[key] = held
         try:
+            self.pool.hold(held)
             self._launch(kernel, inputs, out, bound, s)
         except DsrtError:
             raise
@@ -521,6 +618,8 @@ class Device:
             del IN_USE[key]
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
+        if launch_observer is not None:
+            launch_observer(self, kernel, inputs, out, bound, fresh)
         return out
 
     def _new_output(self, shape: tuple[int, ...], dtype: np.dtype, stream: Stream) -> Array:
@@ -534,17 +633,6 @@ class Device:
             layout = self._layouts[(shape, dtype)] = (_prod(shape) * dtype.itemsize, contiguous_strides(shape, dtype.itemsize))
         return Array(self, shape, dtype, self.pool.allocate(layout[0], stream), strides=layout[1])
 
-    def _fetch_pinned(self, allocs: list[Allocation]) -> None:
-        """Make every allocation resident, none of them spilled to make room for another."""
-        pinned = getattr(self.pool, "pinned", None)
-        if pinned is None:
-            for al in allocs:
-                al.touch()
-            return
-        with pinned(allocs):
-            for al in allocs:
-                al.touch()
-
     def _launch_task(self, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], stream: Stream) -> Any:
         """Run a task kernel (one whose result is not an array); return the implementation's result."""
         impl = self._impls.get(kernel)
@@ -553,7 +641,7 @@ class Device:
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         try:
-            with in_use(a for a in inputs if hasattr(a, "_alloc")):  # array operands stay in place
+            with in_use(a for a in inputs if hasattr(a, "allocation")):  # array operands stay in place
                 result = impl(inputs, None, params, stream)  # type: ignore[arg-type]
         except DsrtError:
             raise
@@ -564,6 +652,8 @@ class Device:
             raise err from exc
         if tracer is not None:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {})
+        if launch_observer is not None:
+            launch_observer(self, kernel, inputs, None, params, False)
         return result
 
     def synchronize(self, stream: Stream | None = None) -> None:
@@ -600,6 +690,70 @@ class Device:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id}: {self.info.name}>"
+
+
+class _DeviceAllocator(Allocator):
+    """The allocator every :class:`Device` gets: its ``_allocate``/``_free``/``_copy_in``/
+    ``_copy_out``/``_copy_between``/``_synchronize`` primitives (and ``_allocate_pinned``/
+    ``_free_pinned`` where it has them), with its ``_translate_error`` for vendor exceptions.
+    Capabilities are read from the device when the allocator is made (on the pool's creation); the
+    capacity each time (``info`` may be replaced with a measured figure)."""
+
+    def __init__(self, device: Device) -> None:
+        super().__init__(device.id, device.info.memory_bytes, device.default_stream)
+        self.device = device
+        self.synchronous = device.synchronous
+        self.host_visible = bool(getattr(device.info, "host_visible", False))
+        self.peer_transfer = type(device)._copy_between is not Device._copy_between
+        self.pinned_host = callable(getattr(device, "_allocate_pinned", None))
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.device.info.memory_bytes)
+
+    def _allocate(self, nbytes: int) -> Any:
+        return self.device._allocate(nbytes)
+
+    def _free(self, handle: Any) -> None:
+        self.device._free(handle)
+
+    def _copy_in(self, handle: Any, offset: int, src: np.ndarray, stream: Stream) -> None:
+        self.device._copy_in(handle, offset, src, stream)
+
+    def _copy_out(self, handle: Any, offset: int, dst: np.ndarray, stream: Stream) -> None:
+        self.device._copy_out(handle, offset, dst, stream)
+
+    def _transfer(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                  stream: Stream) -> bool:
+        return self.device._copy_raw(dst_handle, dst_offset, src_handle, src_offset, nbytes, stream, self.device)
+
+    def _synchronize(self, stream: Stream) -> None:
+        self.device._synchronize(stream)
+
+    def _allocate_pinned(self, nbytes: int) -> Any:
+        return self.device._allocate_pinned(nbytes)  # type: ignore[attr-defined]
+
+    def _free_pinned(self, buffer: Any) -> None:
+        free = getattr(self.device, "_free_pinned", None)
+        if callable(free):
+            free(buffer)
+
+    def _translate(self, exc: BaseException, action: str) -> DsrtError:
+        return self.device._translate_error(exc, action)
+
+
+_LEGACY: dict[type, bool] = {}
+
+
+def _legacy_copy_between(cls: type) -> bool:
+    """True if ``cls._copy_between`` still takes ``(dst, src, nbytes, stream)`` Allocations."""
+    found = _LEGACY.get(cls)
+    if found is None:
+        import inspect
+
+        params = inspect.signature(cls._copy_between).parameters  # type: ignore[attr-defined]
+        found = _LEGACY[cls] = len(params) == 5
+    return found
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:

@@ -22,11 +22,49 @@ def gpu(rt):
 
 
 def test_without_a_gpu_the_listing_says_exactly_what_is_missing(rt):
+    """CuPy is installed (a CI dependency); without a GPU the backend is unavailable, never failed, and
+    says there is no GPU or gives the CUDA runtime's own error."""
+    pytest.importorskip("cupy", reason="CI installs cupy-cuda12x ([cuda12]); this check needs it")
     status = rt.backends["cuda"]
     if status.status == "available":
         pytest.skip("a GPU is present; the absent-GPU message is not observable here")
-    assert status.status == "unavailable"
-    assert ("cupy not installed" in status.reason and "dsrt[cuda12]" in status.reason) or "CUDA" in status.reason
+    assert status.status == "unavailable", status
+    assert "no CUDA GPU visible" in status.reason or (
+        status.reason.startswith("CUDA runtime unusable: CUDARuntimeError: cudaError")), status.reason
+
+
+class _FakeRuntimeError(Exception):
+    pass
+
+
+def _fake_cupy(count=None, error=None):
+    import types
+
+    def get_device_count():
+        if error is not None:
+            raise error
+        return count
+
+    runtime = types.SimpleNamespace(getDeviceCount=get_device_count)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+
+
+@pytest.mark.parametrize("fake, expected", [
+    (_fake_cupy(count=0), "no CUDA GPU visible"),
+    (_fake_cupy(error=_FakeRuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")),
+     "no CUDA GPU visible (cudaErrorNoDevice: no CUDA-capable device is detected)"),
+    (_fake_cupy(error=_FakeRuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")),
+     "CUDA runtime unusable: _FakeRuntimeError: cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+    (None, "cupy not installed: pip install dsrt[cuda12]"),
+])
+def test_the_probe_reports_unavailable_with_the_reason(monkeypatch, fake, expected):
+    from dsrt.errors import DeviceUnavailableError
+    from dsrt_cuda import probe
+
+    monkeypatch.setitem(sys.modules, "cupy", fake)  # None: "import cupy" raises ImportError
+    with pytest.raises(DeviceUnavailableError) as info:
+        probe(None)
+    assert expected in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -50,7 +88,7 @@ def test_dlpack_and_cuda_array_interface_are_zero_copy(gpu):
     assert cai["data"][0] == view.data.ptr
     source = cp.arange(5, dtype=cp.float64)
     imported = dsrt.from_dlpack(source)
-    assert imported.device is gpu and imported._alloc.handle == source.data.ptr
+    assert imported.device is gpu and imported.handle == source.data.ptr
     np.testing.assert_array_equal(imported.numpy(), np.arange(5))
 
 

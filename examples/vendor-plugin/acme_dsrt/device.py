@@ -27,10 +27,9 @@ class AcmeDevice(Device):
         info = DeviceInfo(
             id=f"acme:{index}", backend="acme", index=index, name="Acme A1 (emulated)", vendor="Acme",
             memory_bytes=MEMORY_BYTES, compute_units=1, dtypes=frozenset({"float32", "float64", "int32"}),
-            kernels={}, peak_flops=1e9, memory_bandwidth=5e9,
+            peak_flops=1e9, memory_bandwidth=5e9, synchronous=True, host_visible=False,
         )
-        super().__init__(info)
-        object.__setattr__(self.info, "kernels", {k: frozenset(v) for k, (v, _f) in self.kernel_table().items()})
+        super().__init__(info)  # info.kernels comes from kernel_table()
 
     # memory primitives: handles are integers into a table of bytearrays
     def _allocate(self, nbytes: int) -> int:
@@ -52,8 +51,7 @@ class AcmeDevice(Device):
         dst.reshape(-1).view(np.uint8)[...] = np.frombuffer(self._memory[handle], np.uint8, dst.nbytes, offset)
 
     def _view(self, a: Array) -> np.ndarray:
-        alloc = a._alloc
-        return np.frombuffer(self._memory[alloc.handle], a.dtype, a.size, alloc.offset + a._byte_offset).reshape(a.shape)
+        return np.frombuffer(self._memory[a.handle], a.dtype, a.size, a.handle_offset).reshape(a.shape)
 
     # kernels
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], Any]]:

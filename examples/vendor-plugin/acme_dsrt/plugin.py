@@ -49,7 +49,7 @@ def dsrt_kernel_impls(device: dsrt.Device) -> list[tuple[str, Any, Any]]:
         return []
 
     def clip_on_cpu(inputs: Sequence[dsrt.Array], out: dsrt.Array, params: Mapping[str, Any], stream: Any) -> None:
-        from dsrt_cpu.hostmem import host_view
+        from dsrt.memory.hostmem import host_view
 
         np.clip(host_view(inputs[0]), params["low"], params["high"], out=host_view(out))
 

@@ -1,4 +1,4 @@
-"""``CpuDevice``: host memory as numpy buffers (:mod:`dsrt_cpu.hostmem`); kernels run synchronously in
+"""``CpuDevice``: host memory as numpy buffers (:mod:`dsrt.memory.hostmem`); kernels run synchronously in
 the calling thread. An Array's numpy view is cached on the Array, so a launch costs a dictionary
 lookup and the numpy call.
 """
@@ -18,9 +18,9 @@ from dsrt.array import DLPACK_CPU, Array
 from dsrt.device import Device, DeviceInfo, KernelImpl, Stream, UserKernel
 from dsrt.errors import ConfigurationError, DsrtError, KernelLaunchError, ShapeError
 from dsrt.memory import Allocation
+from dsrt.memory.hostmem import HostMemory, host_view
 
 from . import kernels
-from .hostmem import HostMemory, host_view
 
 __all__ = ["CpuDevice", "host_view"]
 
@@ -77,16 +77,15 @@ class CpuDevice(HostMemory, Device):
         info = DeviceInfo(
             id=f"cpu:{index}", backend="cpu", index=index, name=model, vendor=platform.machine(),
             memory_bytes=_physical_memory(), compute_units=cores,
-            dtypes=frozenset(dt.STANDARD_DTYPES), kernels={},
-            peak_flops=peak, memory_bandwidth=_measure_copy_bandwidth(),
+            dtypes=frozenset(dt.STANDARD_DTYPES),
+            peak_flops=peak, memory_bandwidth=_measure_copy_bandwidth(), synchronous=True, host_visible=True,
             languages=frozenset({"c"}), dlpack_device_type=DLPACK_CPU,
             properties={"peak_flops_model": "cores x MHz x 32 fp32 FLOP/cycle (AVX2 FMA)", "mhz": mhz,
                         "hardware": "host-cpu"},
         )
         super().__init__(info)
-        table = self.kernel_table()
-        object.__setattr__(self.info, "kernels", {name: frozenset(d) for name, (d, _impl) in table.items()})
         self._compiler: Any = None
+        self._fusion: Any = None
 
     # ------------------------------------------------------------------ kernels
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
@@ -101,6 +100,18 @@ class CpuDevice(HostMemory, Device):
         native, hit = self._compiler.build(source, name, options)
         return UserKernel(name=name, lang=lang, device=self, native=native, cache_hit=hit)
 
+    def fused_kernel(self, ir: Any) -> Any:
+        """The JIT's optional code-generation capability: a C kernel for a fused group
+        (:class:`dsrt.jit.ir.FusedIR`), compiled once and cached on disk (see :mod:`dsrt_cpu.fusion`)."""
+        if self._fusion is None:
+            from .compiler import CCompiler
+            from .fusion import CpuFusion
+
+            if self._compiler is None:
+                self._compiler = CCompiler()
+            self._fusion = CpuFusion(self._compiler)
+        return self._fusion(ir)
+
     def _launch_user(self, kernel: UserKernel, args: Sequence[Any], options: Mapping[str, Any], stream: Stream) -> Any:
         ffi, fn = kernel.native
         params = ffi.typeof(fn).args
@@ -111,7 +122,7 @@ class CpuDevice(HostMemory, Device):
             if isinstance(arg, Array):
                 if arg.device is not self:
                     raise ShapeError(f"{self.id}: argument {i} of '{kernel.name}' lives on {arg.device.id}")
-                arg._alloc.touch()
+                arg.allocation.touch()
                 converted.append(ffi.cast(ctype, ffi.from_buffer(host_view(arg))))
             elif isinstance(arg, np.ndarray):
                 converted.append(ffi.cast(ctype, ffi.from_buffer(arg)))
@@ -142,5 +153,5 @@ class CpuDevice(HostMemory, Device):
         # Not pooled (pool=None): the memory belongs to ``obj``, which the flat view keeps alive.
         alloc = Allocation(self, flat, 0, flat.size, None)
         arr = Array(self, tuple(host.shape), d, alloc)
-        arr._native, arr._native_gen = host, alloc.generation
+        arr.native, arr.native_generation = host, alloc.generation
         return arr

@@ -15,8 +15,7 @@ from dsrt import dtypes as dt
 from dsrt.array import Array
 from dsrt.device import KernelImpl, Stream
 from dsrt.kernels import KERNELS
-
-from .hostmem import host_view as _v
+from dsrt.memory.hostmem import host_view as _v
 
 __all__ = ["TABLE"]
 

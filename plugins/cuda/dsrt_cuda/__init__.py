@@ -18,14 +18,22 @@ INSTALL_HINT = "pip install dsrt[cuda12] (CUDA 12) or dsrt[cuda13] (CUDA 13)"
 
 
 def probe(runtime: Any) -> list[Any]:
-    """One device per visible GPU, or DeviceUnavailableError saying what is missing."""
+    """One device per visible GPU, or DeviceUnavailableError saying what is missing.
+
+    Without a usable GPU the backend is *unavailable*, never *failed*: no GPU gives "no CUDA GPU
+    visible"; a CUDA runtime that cannot start (no driver, a driver too old) gives the runtime's own
+    error text."""
     try:
         import cupy
     except ImportError as exc:
         raise DeviceUnavailableError(f"cupy not installed: {INSTALL_HINT} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - CuPy raises other errors when its CUDA libraries do not load
+        raise DeviceUnavailableError(f"cupy does not load: {type(exc).__name__}: {exc}") from None
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:  # noqa: BLE001 - CUDARuntimeError, missing libcudart, driver too old
+        if "cudaErrorNoDevice" in str(exc):
+            raise DeviceUnavailableError(f"no CUDA GPU visible ({exc})") from None
         raise DeviceUnavailableError(f"CUDA runtime unusable: {type(exc).__name__}: {exc}") from None
     if count == 0:
         raise DeviceUnavailableError("no CUDA GPU visible (CUDA_VISIBLE_DEVICES?)")

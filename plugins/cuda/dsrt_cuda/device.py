@@ -1,8 +1,9 @@
 """``CudaDevice``: one GPU. Raw memory from ``cudaMalloc`` (the dsrt pool caches it, CuPy's pool is
 not under it), copies with ``cudaMemcpyAsync`` on the stream, kernels through CuPy on the stream.
 
-Each Array's CuPy view (``_native``) wraps its pointer with ``UnownedMemory`` owned by the Allocation,
-so an exported view keeps the allocation out of the pool until the consumer lets go.
+Each Array's CuPy view (cached in ``Array.native``, see :func:`dsrt_cuda.views.cuda_view`) wraps its
+pointer with ``UnownedMemory`` owned by the Allocation, so an exported view keeps the allocation out
+of the pool until the consumer lets go.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dsrt.errors import (
 from dsrt.memory import Allocation
 
 from . import kernels
+from .views import cuda_view
 
 __all__ = ["CudaDevice", "cuda_view"]
 
@@ -34,19 +36,6 @@ _H2D, _D2H, _D2D = 1, 2, 3
 # cuBLAS-friendly dtypes held natively; bf16 is held as 16-bit words and computed through fp32.
 _DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16", "float32",
                      "float64", "complex64", "complex128"})
-
-
-def cuda_view(a: Array) -> cp.ndarray:
-    """The CuPy view of a device-resident array (bf16 appears as uint16 words)."""
-    alloc = a._alloc
-    if a._native_gen == alloc.generation and a._native is not None:
-        return a._native
-    storage = np.dtype(np.uint16) if a.dtype == dt.bfloat16 else a.dtype
-    ptr = alloc.handle + alloc.offset + a._byte_offset
-    mem = cp.cuda.UnownedMemory(ptr, max(a.nbytes, 1), alloc, a.device.info.index)
-    v = cp.ndarray(a.shape, storage, cp.cuda.MemoryPointer(mem, 0), strides=a.strides)
-    a._native, a._native_gen = v, alloc.generation
-    return v
 
 
 def _attr(index: int, name: str, default: int = 0) -> int:
@@ -84,7 +73,7 @@ class CudaDevice(Device):
             free, total = cp.cuda.runtime.memGetInfo()
         info = DeviceInfo(
             id=f"cuda:{index}", backend="cuda", index=index, name=name, vendor="NVIDIA",
-            memory_bytes=int(total), compute_units=sms, dtypes=_DTYPES, kernels={},
+            memory_bytes=int(total), compute_units=sms, dtypes=_DTYPES, synchronous=False, host_visible=False,
             peak_flops=float(peak_fp32), memory_bandwidth=float(2 * mem_clock_khz * 1e3 * bus_bits / 8),
             languages=frozenset({"cuda"}), dlpack_device_type=DLPACK_CUDA,
             properties={"compute_capability": f"{major}.{minor}", "clock_mhz": clock_khz / 1e3,
@@ -92,7 +81,6 @@ class CudaDevice(Device):
                         "peak_model": "SMs x FP32 lanes/SM x 2 x SM clock; bf16 x tensor-core factor"},
         )
         super().__init__(info)
-        object.__setattr__(self.info, "kernels", {k: frozenset(v) for k, (v, _f) in self.kernel_table().items()})
         self._compiler: Any = None
 
     # ------------------------------------------------------------------ memory
@@ -126,13 +114,14 @@ class CudaDevice(Device):
         with self._cp_device:
             cp.cuda.runtime.memcpyAsync(dst.ctypes.data, handle + offset, dst.nbytes, _D2H, stream.native.ptr)
 
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        other = src.device
+    def _copy_between(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                      stream: Stream, src_device: Device) -> bool:
+        other = src_device
         if not isinstance(other, CudaDevice):
             return False
         with self._cp_device:
             if other is self:
-                cp.cuda.runtime.memcpyAsync(dst.handle + dst.offset, src.handle + src.offset, nbytes, _D2D,
+                cp.cuda.runtime.memcpyAsync(dst_handle + dst_offset, src_handle + src_offset, nbytes, _D2D,
                                             stream.native.ptr)
                 return True
             if not cp.cuda.runtime.deviceCanAccessPeer(self.info.index, other.info.index):
@@ -141,7 +130,7 @@ class CudaDevice(Device):
                 cp.cuda.runtime.deviceEnablePeerAccess(other.info.index)
             except cp.cuda.runtime.CUDARuntimeError:
                 pass  # already enabled
-            cp.cuda.runtime.memcpyPeerAsync(dst.handle + dst.offset, self.info.index, src.handle + src.offset,
+            cp.cuda.runtime.memcpyPeerAsync(dst_handle + dst_offset, self.info.index, src_handle + src_offset,
                                             other.info.index, nbytes, stream.native.ptr)
         return True
 
@@ -172,9 +161,17 @@ class CudaDevice(Device):
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
         return kernels.TABLE
 
+    def fused_kernel(self, ir: Any) -> Any:
+        """The JIT's optional code-generation capability: a CUDA C kernel (``cupy.RawKernel``) for an
+        elementwise float32/float64 fused group, or ``None`` for other IR (see :mod:`dsrt_cuda.fusion`)."""
+        from .fusion import CudaFusion
+
+        with self._cp_device:
+            return CudaFusion(self.info.compute_units)(ir)
+
     def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
         with self._cp_device, stream.native:
-            self._impls[kernel](inputs, out, params, stream)
+            super()._launch(kernel, inputs, out, params, stream)
 
     def _translate_error(self, exc: BaseException, action: str) -> DsrtError:
         text = f"{self.id}: {action} failed: {type(exc).__name__}: {exc}"
@@ -204,7 +201,7 @@ class CudaDevice(Device):
         converted = []
         for arg in args:
             if isinstance(arg, Array):
-                arg._alloc.touch()
+                arg.allocation.touch()
                 converted.append(cuda_view(arg))
             else:
                 converted.append(arg)
@@ -232,10 +229,10 @@ class CudaDevice(Device):
             native = cp.ascontiguousarray(native)
         alloc = Allocation(self, int(native.data.ptr), 0, int(native.nbytes), None, pool_data=native)
         arr = Array(self, tuple(native.shape), dt.as_dtype(native.dtype), alloc)
-        arr._native, arr._native_gen = native, alloc.generation
+        arr.native, arr.native_generation = native, alloc.generation
         return arr
 
     def cuda_array_interface(self, array: Array) -> dict[str, Any]:
         """``__cuda_array_interface__`` (version 3) of an Array on this GPU."""
-        array._alloc.touch()
+        array.allocation.touch()
         return cuda_view(array).__cuda_array_interface__

@@ -21,7 +21,7 @@ from dsrt.array import Array
 from dsrt.device import KernelImpl, Stream
 from dsrt.kernels import KERNELS
 
-from .device import cuda_view as _v
+from .views import cuda_view as _v
 
 __all__ = ["TABLE"]
 

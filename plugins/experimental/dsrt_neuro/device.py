@@ -18,7 +18,7 @@ import numpy as np
 
 from dsrt.device import Device, DeviceInfo, KernelImpl
 from dsrt.errors import ConfigurationError, DeviceUnavailableError, OutOfMemoryError
-from dsrt_cpu.hostmem import HostMemory
+from dsrt.memory.hostmem import HostMemory
 
 from . import engine
 from .chip import ChipLimits, Placement, estimate, models_from_params, place
@@ -102,11 +102,11 @@ class NeuromorphicDevice(HostMemory, Device):
             name=str(params.get("name", "simulated Loihi-like neuromorphic chip")), vendor="dsrt (simulated)",
             memory_bytes=self.limits.cores * self.limits.synapse_memory_bytes, compute_units=self.limits.cores,
             simulated=True, precision_bits=None if self.limits.arithmetic == "float" else 24.0,
+            synchronous=True, host_visible=True,
             properties={**self.limits.to_dict(), "synapse_bytes": self.limits.synapse_bytes,
                         "cost_model": "busiest core per step + barrier; energy per op (estimates)"},
         )
         super().__init__(info)
-        object.__setattr__(self.info, "kernels", {SNN_RUN: frozenset()})
         self._cpu: Device | None = None
 
     # ------------------------------------------------------------------ memory (host buffers)

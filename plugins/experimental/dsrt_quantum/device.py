@@ -75,7 +75,7 @@ class QpuDevice(Device):
         self.dtype = np.dtype(precision)
         info = DeviceInfo(
             id=dev_id, backend="quantum", index=index, name=f"statevector QPU ({self.qubits} qubits, {precision})",
-            vendor="dsrt (simulated)", simulated=True, compute_units=1,
+            vendor="dsrt (simulated)", simulated=True, compute_units=1, synchronous=True, host_visible=False,
             precision_bits=None if self.dtype == np.complex128 else 24.0,
             properties={"qubits": self.qubits, "precision": precision, "host": self._host_id,
                         "noise": str(self.noise.to_dict()) if self.noise.active else "none",
@@ -83,7 +83,6 @@ class QpuDevice(Device):
                         "gate_1q_s": self.timing.gate_1q, "gate_2q_s": self.timing.gate_2q},
         )
         super().__init__(info)
-        object.__setattr__(self.info, "kernels", {name: frozenset() for name in self.kernel_table()})
 
     # ------------------------------------------------------------------ host and simulator
     @property

@@ -66,13 +66,12 @@ class NpuDevice(Device):
         info = DeviceInfo(
             id=f"npu:{index}", backend="npu", index=index, name=str(soc), vendor="Huawei",
             memory_bytes=int(total), compute_units=1, dtypes=frozenset(dt.dtype_name(d) for d in ACL_DTYPES),
-            kernels={}, peak_flops=0.0, memory_bandwidth=0.0,
+            peak_flops=0.0, memory_bandwidth=0.0, synchronous=False, host_visible=False,
             properties={"free_bytes_at_probe": int(free),
                         "kernel_path": "torch_npu" if self.torch_npu else f"acl.op single operators ({reason})"},
         )
         self._reserved_by_acl = 0
         super().__init__(info)
-        object.__setattr__(self.info, "kernels", {k: frozenset(v) for k, (v, _f) in self.kernel_table().items()})
 
     def _bind(self) -> None:
         check(self.acl.rt.set_context(self.context), "acl.rt.set_context", device=self.id)
@@ -109,12 +108,13 @@ class NpuDevice(Device):
         ret = self.acl.rt.memcpy(dst.ctypes.data, dst.nbytes, handle + offset, dst.nbytes, ACL_MEMCPY_DEVICE_TO_HOST)
         check(ret, "acl.rt.memcpy (device to host)", device=self.id)
 
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        if src.device is not self:
+    def _copy_between(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                      stream: Stream, src_device: Device) -> bool:
+        if src_device is not self:
             return False
         self._fence()
         self._bind()
-        ret = self.acl.rt.memcpy_async(dst.handle + dst.offset, nbytes, src.handle + src.offset, nbytes,
+        ret = self.acl.rt.memcpy_async(dst_handle + dst_offset, nbytes, src_handle + src_offset, nbytes,
                                        ACL_MEMCPY_DEVICE_TO_DEVICE, stream.native)
         check(ret, "acl.rt.memcpy_async (device to device)", device=self.id)
         return True
@@ -174,9 +174,9 @@ class NpuDevice(Device):
         dsrt's stream for ``a`` is finished first.
         """
         bridge = self._need_torch("to_torch")
-        a._alloc.touch()
-        a._alloc.exported = True  # torch holds the address now: the pool never moves or spills it
-        self._drain_acl_stream(a._alloc.stream or self.default_stream)
+        a.allocation.touch()
+        a.allocation.exported = True  # torch holds the address now: the pool never moves or spills it
+        self._drain_acl_stream(a.allocation.stream or self.default_stream)
         bridge.dirty = True  # the caller's torch work must land before ACL touches the bytes again
         return bridge.view(a, self._ptr(a))
 
@@ -200,7 +200,7 @@ class NpuDevice(Device):
         return self.torch_npu
 
     def _ptr(self, a: Array) -> int:
-        return int(a._alloc.handle + a._alloc.offset + a._byte_offset)
+        return int(a.handle + a.handle_offset)
 
     def _operand(self, a: Array) -> tuple[int, np.dtype, Sequence[int]]:
         return self._ptr(a), a.dtype, a.shape
@@ -229,7 +229,7 @@ class NpuDevice(Device):
 
     def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
         self._bind()
-        self._impls[kernel](inputs, out, params, stream)
+        super()._launch(kernel, inputs, out, params, stream)
 
     def close(self) -> None:
         super().close()

