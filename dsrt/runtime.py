@@ -64,6 +64,9 @@ class Runtime:
     ``deny`` override the ``DSRT_*`` environment variables. ``backends``: probe only these names.
     ``override_kernels``: plugins trusted to replace kernel implementations other backends already
     have (by default a plugin's ``dsrt_kernel_impls`` only fill kernels a device lacks).
+    ``cluster``: a Dask scheduler address, a ``distributed.Client`` or a
+    :class:`dsrt.distributed.Cluster`; its workers' devices join :attr:`devices` (see
+    :mod:`dsrt.distributed`; each worker builds a runtime with the same ``backends``/``allow``/``deny``).
 
     What plugins return is checked at the boundary (:mod:`dsrt.boundary`): a plugin that registers a
     standard kernel name or another plugin's kernel, or whose probe returns a malformed device or a
@@ -81,6 +84,7 @@ class Runtime:
         deny: Sequence[str] | None = None,
         backends: Sequence[str] | None = None,
         override_kernels: Sequence[str] = (),
+        cluster: Any = None,
     ) -> None:
         self.plugins = PluginManager(autoload=autoload, allow=allow, deny=deny, extra=plugins)
         self._only = set(backends) if backends is not None else None
@@ -97,6 +101,15 @@ class Runtime:
         self._topology: Any = None
         self._binding: Any = None
         self._scheduler: Any = None
+        self._cluster: Any = None
+        if cluster is not None:
+            import functools
+
+            from .distributed import attach
+
+            worker_runtime = functools.partial(Runtime, autoload=autoload, allow=allow, deny=deny,
+                                               backends=sorted(self._only) if self._only is not None else None)
+            self._cluster = attach(cluster, worker_runtime)
 
     def _register_kernels(self) -> None:
         """Register plugins' kernels; a clash with a standard or another plugin's kernel fails that plugin."""
@@ -195,10 +208,20 @@ class Runtime:
 
     @property
     def devices(self) -> list[Device]:
-        """Every available device: real ones first by backend priority, simulated ones last."""
+        """Every available device: real ones first by backend priority, simulated ones last; then,
+        with a cluster attached, each live worker's real devices as
+        :class:`dsrt.distributed.RemoteDevice` proxies (placeable, not allocatable from here)."""
         self._probe()
         self._bind_topology()
-        return sorted(self._devices.values(), key=lambda d: (d.info.simulated, 0))
+        local = sorted(self._devices.values(), key=lambda d: (d.info.simulated, 0))
+        if self._cluster is not None:
+            return local + self._cluster.devices()
+        return local
+
+    @property
+    def cluster(self) -> Any:
+        """The attached :class:`dsrt.distributed.Cluster` (``None`` without ``cluster=``)."""
+        return self._cluster
 
     def device(self, ident: str | Device | None = None) -> Device:
         """A device by id (``'cpu:0'``); with no id, the current or default device."""
@@ -207,6 +230,10 @@ class Runtime:
         if ident is None:
             cur = current_device()
             return cur if cur is not None else self.default_device
+        if self._cluster is not None:  # a remote id (or proxy) gives its RemoteDevice
+            remote: Any = ident if getattr(ident, "remote", False) else self._cluster.device(ident)
+            if remote is not None:
+                return remote  # type: ignore[no-any-return]
         self._probe()
         self._bind_topology()
         dev = self._devices.get(ident)
@@ -358,6 +385,7 @@ class Runtime:
         tolerance: float | None = None,
         timeout: float | None = None,
         verify: float | None = None,
+        keep_remote: bool = False,
         **params: Any,
     ) -> list[Any]:
         """Run ``kernel`` over independent chunks across devices; results in input order.
@@ -374,13 +402,17 @@ class Runtime:
         device) re-checked against the numpy reference; a device that disagrees is quarantined and
         its chunks recomputed. ``params``: the kernel's parameters (``alpha=`` for ``gemm``...).
 
+        With a cluster attached, chunks run on remote devices too; their results come back as Arrays
+        on the default device, or with ``keep_remote=True`` stay on their workers as
+        :class:`dsrt.distributed.RemoteArray` handles that a later ``map`` takes as inputs.
+
         Every result is committed exactly once; a chunk may run more than once after a failure, always
         on private copies of its inputs. :attr:`last_run` says what happened; :meth:`explain` why a
         chunk went where it went. Raises :class:`~dsrt.errors.PoisonedChunkError` (with the results
         that did complete) when chunks could not be completed.
         """
         return self.scheduler.map(kernel, chunks, devices=devices, policy=policy, tolerance=tolerance,
-                                  timeout=timeout, verify=verify, **params)
+                                  timeout=timeout, verify=verify, keep_remote=keep_remote, **params)
 
     def submit(
         self,
@@ -426,12 +458,33 @@ class Runtime:
         """Put ``device`` back into scheduling now (clears a quarantine or a mark_down)."""
         self.scheduler.health.mark_up(self.device(device).id)
 
+    def checkpointer(self, path: str | os.PathLike[str], keep: int = 3, **options: Any) -> Any:
+        """A :class:`dsrt.checkpoint.Checkpointer` whose ``restore(device="opencl:0")`` resolves ids here."""
+        from .checkpoint import Checkpointer
+
+        return Checkpointer(path, keep, resolve=self.device, **options)
+
     def world(self, **options: Any) -> Any:
         """A collective communicator over every MPI rank (this process alone outside ``mpiexec``)
         and this rank's devices; ``options`` go to :class:`dsrt.collective.Communicator`."""
         from .collective import world
 
         return world(self, **options)
+
+    # ------------------------------------------------------------------ jit
+    def jit(self, fn: Any = None, *, cache_size: int = 32, fuse: bool = True) -> Any:
+        """Capture ``fn``'s launches on its first call per signature and replay them as a fused,
+        memory-planned graph after (``rt.jit(fn)`` or ``@rt.jit``); see :mod:`dsrt.jit`."""
+        from .jit import jit as _jit
+
+        return _jit(fn, cache_size=cache_size, fuse=fuse, devices=lambda: list(self._devices.values()))
+
+    def capture(self, *inputs: Array, fuse: bool = True) -> Any:
+        """``with rt.capture(*inputs) as g:`` records the block's launches into a graph ``g``;
+        ``g.replay(*other_inputs)`` runs it again (see :mod:`dsrt.jit`)."""
+        from .jit import capture as _capture
+
+        return _capture(*inputs, fuse=fuse, devices=lambda: list(self._devices.values()))
 
     # ------------------------------------------------------------------ tracing
     @contextmanager
@@ -464,7 +517,9 @@ class Runtime:
         return [w for _p, w in self.plugins.collect("dsrt_workload_items")]
 
     def close(self) -> None:
-        """Release every device's cached memory."""
+        """Release every device's cached memory; detach the cluster (closing a client it opened)."""
+        if self._cluster is not None:
+            self._cluster.close()
         for dev in list(self._devices.values()):
             try:
                 dev.close()
@@ -501,6 +556,16 @@ def set_default_runtime(runtime: Runtime | None) -> None:
 def asarray(obj: Any, *, device: str | Device | None = None, dtype: Any = None) -> Array:
     """Copy host data onto a device of the default runtime."""
     return default_runtime().asarray(obj, device=device, dtype=dtype)
+
+
+def jit(fn: Any = None, *, cache_size: int = 32, fuse: bool = True) -> Any:
+    """:meth:`Runtime.jit` on the default runtime (``@dsrt.jit``)."""
+    if fn is None:
+        return lambda f: jit(f, cache_size=cache_size, fuse=fuse)
+    from .jit import jit as _jit
+
+    return _jit(fn, cache_size=cache_size, fuse=fuse,
+                    devices=lambda: list(default_runtime()._devices.values()))
 
 
 def from_dlpack(obj: Any, *, device: str | Device | None = None) -> Array:

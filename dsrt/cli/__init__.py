@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..errors import DsrtError, format_bytes
+from . import checkpoint as cli_checkpoint
+from . import cluster as cli_cluster
 from . import simulate as scheduler_cli
 from . import topology as cli_topology
 
@@ -40,7 +42,7 @@ def _runtime_factory(args: argparse.Namespace) -> Callable[[], Any]:
         if "rt" not in cache:
             from ..runtime import Runtime
 
-            cache["rt"] = Runtime(topology=getattr(args, "topology", None))
+            cache["rt"] = Runtime(topology=getattr(args, "topology", None), cluster=getattr(args, "cluster", None))
         return cache["rt"]
 
     return make
@@ -63,11 +65,15 @@ def _cmd_devices(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         b["devices"] = [d.info.to_dict() for d in devices if d.info.backend == b["name"]]
         if b["devices"]:
             b["status"] = "available"
+    if rt.conflicts:
+        report["conflicts"] = list(rt.conflicts)
     if args.memory:
-        report["memory"] = {d.id: d.pool.stats() for d in devices}
+        report["memory"] = {d.id: d.pool.stats() for d in devices if hasattr(d, "pool")}
     if args.topology:
         binding = rt.binding
         report["topology"] = cli_topology.describe_binding(rt.topology, binding)
+    if getattr(args, "cluster", None):
+        report["cluster"] = cli_cluster.describe(rt)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -76,16 +82,23 @@ def _cmd_devices(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         if b["devices"]:
             print(f"{b['name']}{tag}: {len(b['devices'])} device(s)")
             for d in b["devices"]:
+                speed = f"~{_human_rate(d['peak_flops'])}"
+                if d.get("modelled_peak_flops"):
+                    speed = f"model {_human_rate(d['modelled_peak_flops'])}; simulated here {speed}"
                 print(f"  {d['id']:<12} {d['name'][:40]:<40} {format_bytes(d['memory_bytes']):>24}"
-                      f"  {d['compute_units']:>4} CU  ~{_human_rate(d['peak_flops'])}")
+                      f"  {d['compute_units']:>4} CU  {speed}")
         else:
             print(f"{b['name']}{tag}: {b['status']}: {b['reason']}")
+    for line in report.get("conflicts", []):
+        print(f"refused: {line}")
     if args.memory:
         print("memory:")
         for dev_id, stats in report["memory"].items():
             print(f"  {dev_id:<12} " + ", ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
     if args.topology:
         print(cli_topology.format_description(report["topology"]))
+    if report.get("cluster"):
+        print(cli_cluster.format_description(report["cluster"]))
     return 0
 
 
@@ -174,7 +187,7 @@ def _balanced_run(rt: Any, devices: Sequence[Any], *, quick: bool) -> dict[str, 
 
 
 def _print_balance(balance: dict[str, Any]) -> None:
-    print(f"\nload balancing: {balance['chunks']} gemm chunks with rt.map over {', '.join(balance['devices'])}")
+    print(f"\nload balancing: {balance['chunks']} gemm chunks with rt.map defaults; alone on {', '.join(balance['devices'])}")
     for dev in balance["devices"]:
         print(f"  {dev:<12} share {balance['share'][dev]:>6.1%}  ({balance['chunks_per_device'][dev]} chunks);"
               f" alone {balance['gflops_alone'][dev]:.1f} GFLOP/s")
@@ -184,6 +197,9 @@ def _print_balance(balance: dict[str, Any]) -> None:
     for hw, ids in balance.get("shared_hardware", {}).items():
         print(f"  note: {', '.join(ids)} run on the same hardware ({hw}); together they share its cores,"
               f" so they cannot beat the faster one alone")
+    print("  run report (rt.last_run):")
+    for line in balance["report_text"].splitlines():
+        print(f"    {line}")
 
 
 # ---------------------------------------------------------------------------------------- bench
@@ -191,7 +207,7 @@ def _cmd_bench(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     from .bench import device_throughput, dispatch_overhead
 
     rt = make()
-    report: dict[str, Any] = {"dispatch": dispatch_overhead(rt.device("cpu:0"), repeats=args.repeats)}
+    report: dict[str, Any] = {"dispatch": dispatch_overhead(rt.default_device, repeats=args.repeats)}
     report["devices"] = {d.id: device_throughput(d) for d in rt.devices if not d.info.simulated}
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
@@ -201,6 +217,19 @@ def _cmd_bench(args: argparse.Namespace, make: Callable[[], Any]) -> int:
 def _cmd_conformance(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     import pytest
 
+    # An unknown or unusable backend is an error with its reason, not a run where everything skips.
+    if args.backend != "all":
+        from ..errors import BackendNotFoundError, DeviceUnavailableError
+
+        rt = make()
+        backends = rt.backends
+        for name in [n.strip() for n in args.backend.split(",") if n.strip()] or [args.backend]:
+            status = backends.get(name)
+            if status is None:
+                raise BackendNotFoundError(f"conformance: no backend '{name}' (installed: {', '.join(sorted(backends))})")
+            if not any(d.info.backend == name for d in rt.devices):
+                raise DeviceUnavailableError(f"conformance: backend '{name}' has no device here ({status.status}:"
+                                             f" {status.reason or 'no devices'})")
     argv = ["--pyargs", "dsrt.testing", "--dsrt-backend", args.backend, "-q", "-p", "no:cacheprovider"]
     return int(pytest.main(argv + list(args.pytest_args)))
 
@@ -215,6 +244,7 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
     p.add_argument("--json", action="store_true")
     p.add_argument("--memory", action="store_true", help="show memory pool statistics")
     p.add_argument("--topology", metavar="FILE", help="bind a topology file and show the result")
+    cli_cluster.add_option(p)
     p.set_defaults(func=_cmd_devices)
 
     p = sub.add_parser("run", help="the main job: a mixed, checked workload on every device")
@@ -223,6 +253,7 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
     p.add_argument("--device", action="append", help="only this device id (repeatable)")
     p.add_argument("--topology", metavar="FILE")
     p.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
+    cli_cluster.add_option(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("bench", help="dispatch overhead and per-device throughput, as JSON")
@@ -236,6 +267,7 @@ def build_parser(plugin_commands: Sequence[Any] = ()) -> argparse.ArgumentParser
     p.set_defaults(func=_cmd_conformance)
 
     cli_topology.configure(sub).set_defaults(func=cli_topology.run)
+    cli_checkpoint.configure(sub).set_defaults(func=cli_checkpoint.run)
     p = sub.add_parser("simulate", help="plan a workload or a collective on a topology with the virtual clock")
     scheduler_cli.configure(p)
     p.set_defaults(func=scheduler_cli.run)

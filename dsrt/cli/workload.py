@@ -154,42 +154,49 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, dict[str, Any]]:
 
 
 def balance_demo(runtime: Any, devices: Sequence[Device], *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Spread float32 GEMM chunks over ``devices`` with ``rt.map``; compare with each device alone.
+    """Spread float32 GEMM chunks with plain ``rt.map`` defaults; compare with each device alone.
 
-    Every chunk's result is checked against numpy. Returns per-device shares of the work, seconds and
-    GFLOP/s for all devices together and for each alone, and ``ok``.
+    The together run is exactly what a user writes (``rt.map("gemm", chunks)``: default devices,
+    tolerance and policy); ``devices`` are the ones timed alone (those the default placement admits
+    are added). Every chunk's result is checked against numpy. Returns per-device shares of the work,
+    seconds and GFLOP/s together and alone, the run report, and ``ok``.
     """
     rng = np.random.default_rng(seed)
     sizes = [int(s) for s in rng.choice([128, 192, 256, 384] if quick else [256, 384, 512, 640], size=24 if quick else 32)]
     host = [(rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32))
             for n in sizes]
     flops = float(sum(2 * n**3 for n in sizes))
-    ids = [d.id for d in devices]
 
-    def run(on: list[str], repeats: int = 3) -> tuple[float, list[Any]]:
+    def run(on: list[str] | None, repeats: int = 3) -> tuple[float, list[Any]]:
         """Best of ``repeats`` wall-clock seconds for the whole map, and the last results."""
         best, out = float("inf"), []
         for _ in range(repeats):
-            chunks = [tuple(runtime.asarray(x, device="cpu:0") for x in pair) for pair in host]
             t0 = time.perf_counter()
-            out = runtime.map("gemm", chunks, devices=on)
-            for d in on:
-                runtime.device(d).synchronize()
+            out = runtime.map("gemm", host, devices=on)
+            for r in out:
+                r.device.synchronize()
             best = min(best, time.perf_counter() - t0)
         return best, out
 
-    run(ids, repeats=1)  # calibrate the performance model (first runs of a kernel are dropped)
-    seconds, results = run(ids)
-    stats = runtime.scheduler.last_run
+    # Each device alone first: this also measures every device for the performance model.
+    ids = [d.id for d in devices]
+    alone = {d: run([d])[0] for d in ids}
+    run(None, repeats=1)
+    seconds, results = run(None)
+    stats = runtime.last_run
+    for d in stats.devices:
+        if d not in alone and d not in stats.excluded and runtime.device(d).supports("gemm", "float32"):
+            ids.append(d)
+            alone[d] = run([d])[0]
     worst = max(relative_error(r.numpy(), a @ b) / tolerance("float32", accumulate=a.shape[1])
                 for r, (a, b) in zip(results, host, strict=True))
-    alone = {d: run([d])[0] for d in ids}
     best = min(alone.values())
     return {
         "devices": ids,
         "chunks": len(sizes),
-        "share": {d: round(v, 3) for d, v in stats.share().items()},
+        "share": {d: round(stats.share().get(d, 0.0), 3) for d in ids},
         "chunks_per_device": {d: stats.chunks.get(d, 0) for d in ids},
+        "excluded": dict(stats.excluded),
         "seconds_together": round(seconds, 4),
         "gflops_together": round(flops / seconds / 1e9, 2),
         "seconds_alone": {d: round(s, 4) for d, s in alone.items()},
@@ -197,7 +204,9 @@ def balance_demo(runtime: Any, devices: Sequence[Device], *, quick: bool = False
         "speedup_vs_best_alone": round(best / seconds, 3),
         "worst_error_over_tolerance": round(worst, 4),
         "ok": worst <= 1.0,
-        "shared_hardware": _shared_hardware(devices),
+        "shared_hardware": _shared_hardware([runtime.device(d) for d in ids]),
+        "report": stats.to_dict(),
+        "report_text": str(stats),
     }
 
 

@@ -3,6 +3,8 @@
 It owns the performance model (persisted between runs), the policy registry (built-ins plus plugins'
 ``dsrt_register_policies``), the devices' health across runs (:mod:`dsrt.scheduler.health`) and the
 report of the last run. Results are dsrt Arrays on the device each chunk ran on; the caller owns them.
+A chunk that ran on a remote device (a cluster worker, see :mod:`dsrt.distributed`) returns an Array on
+the runtime's default device, or with ``keep_remote=True`` a handle that stays on its worker.
 
 Guarantees, stated precisely:
 
@@ -35,10 +37,10 @@ from ..kernels import get_kernel
 from .engine import Engine, Worker
 from .executors import ThreadExecutor
 from .health import DeviceHealth, health_check
-from .links import DefaultLinks, LinkModel, TopologyLinks
+from .links import DefaultLinks, LinkModel, RemoteLinks, TopologyLinks
 from .perfmodel import PerfModel, default_model_path
 from .policies import BUILTIN_POLICIES, PolicySpec
-from .task import Future, Placement, RunReport, RunStats, Task, default_tolerance
+from .task import Future, Placement, RemoteResult, RunReport, RunStats, Task, default_tolerance
 
 __all__ = ["Scheduler", "DEFAULT_POLICY"]
 
@@ -105,17 +107,46 @@ class Scheduler:
         return [self.runtime.device(d) for d in devices]
 
     def links(self, devices: Sequence[Any]) -> LinkModel:
-        """The link model: the runtime's topology when one is bound, else :class:`DefaultLinks`."""
-        fallback = DefaultLinks({d.id: d.info for d in devices})
+        """The link model: the runtime's topology when one is bound, else :class:`DefaultLinks`.
+
+        Remote devices (with a ``link`` attribute: ``(round trip s, bandwidth B/s, machine)`` measured
+        when their cluster was attached) are costed by :class:`RemoteLinks` in front of that model;
+        where the topology routes a remote id (``<node>/<device>``, a node named like the worker),
+        its bandwidth replaces the measured one (the latency stays at least the measured round trip,
+        which includes Dask's dispatch)."""
+        remote = {d.id: tuple(d.link) for d in devices if getattr(d, "link", None) is not None}
+        local_model = self._local_links([d for d in devices if d.id not in remote])
+        if not remote:
+            return local_model
+        topology, node = self._topology()
+        if topology is not None:
+            for dev_id, (lat, _bw, machine) in list(remote.items()):
+                try:
+                    t_lat, t_bw = float(topology.latency(node, dev_id)), float(topology.bandwidth(node, dev_id))
+                except Exception:  # noqa: BLE001 - the topology does not name this worker: keep the measurement
+                    continue
+                if math.isfinite(t_lat) and t_bw > 0:
+                    remote[dev_id] = (max(t_lat, lat), t_bw, machine)
+        return RemoteLinks(remote, local_model)
+
+    def _topology(self) -> tuple[Any, str]:
+        """The bound topology (or ``None``) and the local node's name."""
         try:
             topology = self.runtime.topology
             binding = self.runtime.binding
         except Exception as exc:  # noqa: BLE001 - no usable topology: plan with the fallback links
             log.debug("no topology for link costs (%s); using defaults", exc)
-            return fallback
+            return None, ""
         if topology is None or binding is None:
+            return None, ""
+        return topology, getattr(binding, "local_node", None) or (topology.nodes[0].name if topology.nodes else "")
+
+    def _local_links(self, devices: Sequence[Any]) -> LinkModel:
+        fallback = DefaultLinks({d.id: d.info for d in devices})
+        topology, local = self._topology()
+        if topology is None:
             return fallback
-        local = getattr(binding, "local_node", None) or (topology.nodes[0].name if topology.nodes else "")
+        binding = self.runtime.binding
         by_device = {id(dev): q for q, dev in getattr(binding, "bound", {}).items()}
         ids = {d.id: by_device.get(id(d), f"{local}/{d.id}") for d in devices}
         return TopologyLinks(topology, lambda i: ids.get(i, f"{local}/{i}"), local, fallback)
@@ -132,6 +163,7 @@ class Scheduler:
         timeout: float | None = None,
         verify: float | None = None,
         inplace: bool | None = None,
+        keep_remote: bool = False,
         **params: Any,
     ) -> list[Any]:
         """Run ``kernel`` over each chunk (a tuple of arrays); results in input order.
@@ -146,6 +178,11 @@ class Scheduler:
         and its chunks computed again elsewhere. ``params`` go to the kernel. What happened is in
         :attr:`last_run` (a :class:`RunReport`).
 
+        Results are Arrays on the device each chunk ran on; a chunk run on a remote device (a cluster
+        worker) comes back as an Array on the runtime's default device, unless ``keep_remote=True``:
+        then it stays on its worker as a handle (``dsrt.distributed.RemoteArray``) that another
+        ``map`` takes as an input without a round trip through here.
+
         Raises :class:`PoisonedChunkError` (with ``.results``, ``None`` where a chunk was given up)
         when chunks failed on three devices, no capable device was left for them, or the timeout passed.
         """
@@ -154,10 +191,15 @@ class Scheduler:
         if tolerance is not None and not (tolerance >= 0 and math.isfinite(tolerance)):
             raise ConfigurationError(f"tolerance={tolerance!r}: give a relative error >= 0")
         tasks = [self._task(i, kernel, chunk, params, tolerance, inplace) for i, chunk in enumerate(chunks)]
+        for t in tasks:
+            t.keep_remote = keep_remote
         stats = self._run(tasks, policy, devices, tolerance=tolerance, timeout=timeout)
         if verify:
             self._verify(tasks, stats, float(verify), policy, devices, tolerance)
         results = [t.result if t.committed else None for t in tasks]
+        if not keep_remote and any(isinstance(r, RemoteResult) for r in results):
+            home = self.runtime.default_device
+            results = [r.fetch_to(home) if isinstance(r, RemoteResult) else r for r in results]
         if stats.poisoned:
             raise PoisonedChunkError(_poison_message(kernel, stats), poisoned=stats.poisoned, results=results)
         return results
@@ -292,6 +334,8 @@ class Scheduler:
             log.warning("%s quarantined: %s", dev, reason)
         redo = [t for t in tasks if t.committed and t.device in wrong]
         again = [self._task(t.index, t.kernel, t.inputs, t.params, tolerance, t.inplace) for t in redo]
+        for t in again:
+            t.keep_remote = any(r.keep_remote for r in redo)
         report = self._run(again, policy, devices, tolerance=tolerance)
         for old, new in zip(redo, again, strict=True):
             old.result, old.device, old.committed = new.result, new.device, new.committed

@@ -20,6 +20,11 @@ Fault handling (the engine's job, whatever the policy):
   another device too, the chunk is to blame and the suspect is reinstated;
 - a chunk that failed on three different devices is *poisoned*: given up and reported;
 - a result is committed once; a late result of a chunk already committed is dropped and counted.
+
+A device whose handle declares ``pipeline_depth`` > 1 (a remote device behind a network round trip)
+holds that many chunks in flight: the oldest is ``running`` (its deadline is timed from when it
+became the oldest), the others wait in ``inflight``, already handed to the executor. A device
+quarantined with chunks in flight has them placed again, like its queue.
 """
 
 from __future__ import annotations
@@ -73,6 +78,10 @@ class Worker:
         #: simulated devices nobody asked for, which still run kernels only they implement.
         self.fallback_only = ""
         self.patience = 0  # deadline extensions granted to the running chunk
+        #: Chunks handed to the executor at once (1: one at a time; more hides a network round trip).
+        self.slots = max(1, int(getattr(handle, "pipeline_depth", 1) or 1))
+        #: Started behind ``running`` (only when ``slots`` > 1): (task, predicted seconds).
+        self.inflight: deque[tuple[Task, float]] = deque()
 
     def supports(self, kernel: str, dtype: str | None) -> bool:
         handle_supports = getattr(self.handle, "supports", None)
@@ -195,7 +204,7 @@ class Engine:
                 continue
             if w.running is not None:
                 held += max(0.0, w.run_started + w.run_pred - now)
-            held += w.queued_pred
+            held += w.queued_pred + sum(pred for _t, pred in w.inflight)
         return now + held
 
     def _same_hardware(self, worker: Worker) -> list[Worker]:
@@ -302,6 +311,11 @@ class Engine:
                     self._check_timeouts()
                 else:
                     self._complete(done)
+                    if self.executor.clock == "wall":
+                        # Take every completion already in before placing more, so a pipelined device's
+                        # freed slots are refilled in one pass (the virtual clock must not run ahead).
+                        while (more := self.executor.wait(0.0)) is not None:
+                            self._complete(more)
         finally:
             self.executor.close()
         stats.makespan = self.now() - t0
@@ -316,17 +330,28 @@ class Engine:
         while started:
             started = False
             for w in self._all:
-                if not w.alive or w.running is not None:
+                if not w.alive:
+                    continue
+                if w.running is None and w.inflight:
+                    self._promote(w, *w.inflight.popleft())
+                if w.running is not None and len(w.inflight) + 1 >= w.slots:
                     continue
                 task = self._next(w)
                 if task is None:
                     continue
                 pred = getattr(task, "_pred", 0.0)
                 w.queued_pred = max(w.queued_pred - pred, 0.0)
-                w.running, w.run_started, w.run_pred, w.patience = task, self.now(), pred, 0
-                w.deadline = self.now() + self._allowance(task, w) if self.executor.clock == "wall" else math.inf
+                if w.running is None:
+                    self._promote(w, task, pred)
+                else:
+                    w.inflight.append((task, pred))
                 self.executor.start(w, task)
                 started = True
+
+    def _promote(self, w: Worker, task: Task, pred: float) -> None:
+        """Make ``task`` the chunk ``w`` is timed on (its deadline starts now)."""
+        w.running, w.run_started, w.run_pred, w.patience = task, self.now(), pred, 0
+        w.deadline = self.now() + self._allowance(task, w) if self.executor.clock == "wall" else math.inf
 
     def _next(self, w: Worker) -> Task | None:
         """The next task for idle ``w``: the head of its queue, else whatever the policy hands it."""
@@ -362,6 +387,11 @@ class Engine:
         w, task = done.worker, done.task
         if w.running is task:
             w.running, w.deadline = None, math.inf
+        else:
+            for entry in w.inflight:
+                if entry[0] is task:
+                    w.inflight.remove(entry)
+                    break
         if done.error is None:
             if w.alive:
                 self.model.record(task.kernel, w.info, task.work, done.compute_s)
@@ -483,7 +513,13 @@ class Engine:
         log.warning("%s quarantined: %s", w.id, reason)
         if self.tracer is not None:
             self.tracer.instant("quarantine", w.id, {"reason": reason}, at=self._trace_time(self.now()))
-        orphans = [t for t in w.queue if t.index not in self._finished]
+        # A pipelined device can fail on a chunk behind the one it is timed on: that one moves too.
+        ahead = [w.running] if w.running is not None else []
+        w.running, w.deadline = None, math.inf
+        orphans = [t for t in ahead if t.index not in self._finished]
+        orphans += [t for t, _pred in w.inflight if t.index not in self._finished]
+        orphans += [t for t in w.queue if t.index not in self._finished]
+        w.inflight.clear()
         w.queue.clear()
         w.queued_pred = 0.0
         if orphans:

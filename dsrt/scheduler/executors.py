@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import DeviceLostError
 from .engine import Completion, Worker
 from .links import LinkModel
-from .task import Future, Task
+from .task import Future, RemoteResult, Task
 
 __all__ = ["ThreadExecutor", "VirtualExecutor", "stage_inputs"]
 
@@ -32,7 +32,8 @@ __all__ = ["ThreadExecutor", "VirtualExecutor", "stage_inputs"]
 def stage_inputs(task: Task, device: Any) -> list[Any]:
     """Move ``task``'s inputs onto ``device`` (the caller owns the returned arrays).
 
-    Host numpy arrays are copied in; arrays on another device are copied over; futures resolve to the
+    Host numpy arrays are copied in; arrays on another device are copied over; arrays on a cluster
+    worker (:class:`~dsrt.scheduler.task.RemoteResult`) are fetched; futures resolve to the
     predecessor's result. For in-place kernels an input already on ``device`` is copied too, so the
     caller's data stays pristine for a retry.
     """
@@ -51,6 +52,8 @@ def stage_inputs(task: Task, device: Any) -> list[Any]:
                 staged.append(x.to(device))
         elif isinstance(x, np.ndarray):
             staged.append(device.asarray(x))
+        elif isinstance(x, RemoteResult):
+            staged.append(x.fetch_to(device))
         else:
             staged.append(x)
     return staged
@@ -63,7 +66,14 @@ def _modelled(device: Any) -> tuple[float, float] | None:
 
 
 class ThreadExecutor:
-    """One thread per real device; completions come back through one queue."""
+    """One thread per real device; completions come back through one queue.
+
+    A device whose handle has ``start_chunk(task, report) -> cancel`` (a remote device: the work runs
+    elsewhere) gets no thread: ``start_chunk`` is called on the engine's thread, must not block, and
+    calls ``report(result=..., error=..., transfer_s=..., compute_s=..., started=..., ended=...)``
+    exactly once from any thread (times ``perf_counter`` seconds). ``cancel()`` is called for chunks
+    still unreported when the run ends (late duplicates nobody waits for).
+    """
 
     clock = "wall"
 
@@ -72,12 +82,18 @@ class ThreadExecutor:
         self.origin = time.perf_counter()
         self._done: queue.Queue[Completion] = queue.Queue()
         self._inboxes: dict[str, queue.Queue[Task | None]] = {}
+        self._remote: dict[tuple[str, int], Callable[[], None]] = {}
+        self._remote_lock = threading.Lock()
 
     def now(self) -> float:
         """Seconds since this executor was created (the run's start)."""
         return time.perf_counter() - self.origin
 
     def start(self, worker: Worker, task: Task) -> None:
+        start_chunk = getattr(worker.handle, "start_chunk", None)
+        if start_chunk is not None:
+            self._start_remote(worker, task, start_chunk)
+            return
         inbox = self._inboxes.get(worker.id)
         if inbox is None:
             inbox = self._inboxes[worker.id] = queue.Queue()
@@ -114,6 +130,28 @@ class ThreadExecutor:
                 done.modelled_s, done.modelled_j = after[0] - modelled[0], after[1] - modelled[1]
             self._done.put(done)
 
+    def _start_remote(self, worker: Worker, task: Task, start_chunk: Callable[..., Callable[[], None]]) -> None:
+        key = (worker.id, id(task))
+        reported = threading.Event()
+
+        def report(**outcome: Any) -> None:
+            if reported.is_set():
+                return
+            reported.set()
+            with self._remote_lock:
+                self._remote.pop(key, None)
+            self._done.put(Completion(worker, task, **outcome))
+
+        try:
+            cancel = start_chunk(task, report)
+        except BaseException as exc:  # noqa: BLE001 - a failure to hand the chunk over is the device's failure
+            now = time.perf_counter()
+            report(error=exc, started=now, ended=now)
+            return
+        with self._remote_lock:
+            if not reported.is_set():
+                self._remote[key] = cancel
+
     def wait(self, timeout: float | None) -> Completion | None:
         try:
             return self._done.get(timeout=timeout)
@@ -124,6 +162,10 @@ class ThreadExecutor:
         for inbox in self._inboxes.values():
             inbox.put(None)
         self._inboxes.clear()
+        with self._remote_lock:
+            pending, self._remote = list(self._remote.values()), {}
+        for cancel in pending:
+            cancel()
 
 
 class VirtualExecutor:

@@ -8,6 +8,9 @@
   link to the host, and device-to-device traffic crosses two links (store and forward);
 - :class:`DefaultLinks` is the fallback when no topology is known: devices whose memory is host memory
   (DLPack type 1) copy at their ``memory_bandwidth``; others use :data:`DEFAULT_LINK`.
+
+:class:`RemoteLinks` puts the links to devices on other machines (cluster workers, measured when the
+cluster is attached) in front of any of them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["LinkModel", "TopologyLinks", "StarLinks", "DefaultLinks", "DEFAULT_LINK"]
+__all__ = ["LinkModel", "TopologyLinks", "StarLinks", "DefaultLinks", "RemoteLinks", "DEFAULT_LINK"]
 
 #: An undeclared host<->device link: PCIe 4.0 x16 order of magnitude, (latency s, bandwidth B/s).
 DEFAULT_LINK = (10e-6, 16e9)
@@ -95,3 +98,36 @@ class TopologyLinks:
             return self.fallback.time(src, dst, nbytes)
         lat, bw = path
         return lat + (nbytes / bw if bw > 0 and math.isfinite(bw) else 0.0)
+
+
+class RemoteLinks:
+    """Links to remote devices in front of a local model.
+
+    ``links[device id] = (latency s, bandwidth B/s, machine)``: the measured round trip of a small
+    chunk to the machine (``machine``: a cluster worker's address) that holds the device, and the
+    bandwidth to it. Every chunk sent to a remote device pays the round trip, even when its inputs
+    already live on that machine; host -> remote adds the bytes over the link; remote -> remote
+    crosses both links unless both devices are on one machine; remote -> local crosses the remote
+    link then the local model's host -> device leg; everything else goes to ``local``.
+    """
+
+    def __init__(self, links: Mapping[str, tuple[float, float, str]], local: LinkModel) -> None:
+        self.links = dict(links)
+        self.local = local
+
+    def _one(self, dev: str, nbytes: int) -> float:
+        lat, bw, _machine = self.links[dev]
+        return lat + (nbytes / bw if bw > 0 and math.isfinite(bw) else 0.0)
+
+    def time(self, src: str | None, dst: str, nbytes: int) -> float:
+        src_remote = src is not None and src in self.links
+        if dst in self.links:
+            if src == dst or nbytes <= 0 or (src_remote and self.links[str(src)][2] == self.links[dst][2]):
+                return self.links[dst][0]
+            # From the host, or from a local device through the host (small next to the network).
+            return self._one(dst, nbytes) + (self._one(str(src), nbytes) if src_remote else 0.0)
+        if not src_remote:
+            return self.local.time(src, dst, nbytes)
+        if nbytes <= 0:
+            return 0.0
+        return self._one(str(src), nbytes) + self.local.time(None, dst, nbytes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,7 +20,24 @@ from ..errors import SchedulingError
 from ..kernels import get_kernel
 
 __all__ = ["Task", "Future", "ShapeStub", "RunReport", "RunStats", "Placement", "Candidate", "Attempt",
-           "describe_inputs", "default_tolerance"]
+           "RemoteResult", "describe_inputs", "default_tolerance"]
+
+
+@runtime_checkable
+class RemoteResult(Protocol):
+    """An array that lives on another machine (``dsrt.distributed.RemoteArray``): a chunk's result
+    on a cluster worker. The scheduler reads its ``shape``/``dtype``/``nbytes`` and ``device`` (whose
+    ``id`` is the task's source), and copies it here with :meth:`fetch_to` when a chunk that takes it
+    runs on a local device or when ``map`` returns results here."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+    device: Any
+
+    def fetch_to(self, device: Any) -> Any:
+        """A dsrt Array on local ``device`` holding this array's values (the caller owns it)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,8 @@ class Task:
     (devices with too few ``precision_bits`` are excluded); ``tolerance_source``: ``"caller"`` or
     ``"default"`` (the kit's tolerance). ``deps``: tasks that must finish first. ``history``: every
     attempt, in order (``attempts`` keeps the failures as ``(device, message)`` pairs).
+    ``keep_remote``: a remote device's result stays on its worker (a :class:`RemoteResult`
+    handle) instead of being fetched before the chunk commits.
     """
 
     index: int
@@ -173,6 +192,7 @@ class Task:
     result: Any = None
     device: str | None = None  # where the committed result lives
     future: Future | None = None
+    keep_remote: bool = False
 
     @classmethod
     def build(cls, index: int, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], *,
@@ -200,7 +220,7 @@ class Task:
         if source is None:
             from ..array import Array
 
-            devs = {a.device.id for a in shaped if isinstance(a, Array)}
+            devs = {a.device.id for a in shaped if isinstance(a, (Array, RemoteResult))}
             source = devs.pop() if len(devs) == 1 else None
         return cls(index=index, kernel=kernel, inputs=tuple(inputs), params=dict(params), work=max(work, 1.0),
                    nbytes=nbytes, out_nbytes=out_nbytes, dtype=dtype, source=source, tolerance=tolerance,
@@ -296,6 +316,18 @@ class RunReport:
         total = sum(self.work.values()) or 1.0
         return {d: self.work.get(d, 0.0) / total for d in self.devices}
 
+    def moved(self) -> dict[str, list[int]]:
+        """Chunks that moved off each quarantined device: device -> indices of the chunks that
+        failed or timed out there (a lost cluster worker, say) and were committed elsewhere."""
+        out: dict[str, list[int]] = {}
+        for index, placement in sorted(self.placements.items()):
+            final = next((a.device for a in reversed(placement.attempts) if a.outcome == "committed"), None)
+            for dev in dict.fromkeys(a.device for a in placement.attempts
+                                     if a.outcome in ("failed", "timed out", "late failure")):
+                if dev in self.quarantined and final is not None and final != dev:
+                    out.setdefault(dev, []).append(index)
+        return out
+
     def attempts(self, index: int) -> list[Attempt]:
         """Every attempt of chunk ``index`` in this run, in order."""
         placement = self.placements.get(index)
@@ -313,6 +345,7 @@ class RunReport:
                                if d in self.modelled_s else {})}
                         for d in self.devices},
             "quarantined": dict(self.quarantined),
+            "moved": self.moved(),
             "excluded": dict(self.excluded),
             "poisoned": {str(k): v for k, v in self.poisoned.items()},
             "retries": self.retries, "duplicates": self.duplicates,
@@ -337,6 +370,8 @@ class RunReport:
             if d in self.slower:
                 line += f"  ({self.slower[d]})"
             lines.append(line)
+        for dev, moved in self.moved().items():
+            lines.append(f"  moved off {dev}: chunks {moved}")
         if self.poisoned:
             lines.append(f"  given up: chunks {sorted(self.poisoned)}")
         if self.verified:
