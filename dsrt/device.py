@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dtypes as dt
-from .array import contiguous_strides
+from .array import contiguous_strides, fresh_array as _fresh_array
 from .errors import (
     ConfigurationError,
     DeviceError,
@@ -53,6 +53,7 @@ from .errors import (
 )
 from .kernels import KERNELS, get_kernel
 from .memory.allocator import Allocator
+from .memory import _use_clock
 from .memory.in_use import IN_USE, in_use
 
 if TYPE_CHECKING:
@@ -254,10 +255,13 @@ class Device:
         self.default_stream = self._create_stream("default")
         table = self.kernel_table()
         self._impls: dict[str, KernelImpl] = {}
-        # (kernel, device/shape/dtype of each input) -> (out shape, out dtype, bound params)
-        self._signatures: dict[tuple[Any, ...], tuple[tuple[int, ...], np.dtype, Mapping[str, Any]]] = {}
+        # (kernel, device/shape/dtype of each input[, (name, type, value) of each parameter]) ->
+        # (out shape, out dtype, bound params, out bytes, out byte strides, impl or None); see launch
+        self._signatures: dict[Any, tuple[Any, ...]] = {}
         # (shape, dtype) -> (bytes, contiguous byte strides) of launch outputs
         self._layouts: dict[tuple[tuple[int, ...], np.dtype], tuple[int, tuple[int, ...]]] = {}
+        # empty()'s (shape, dtype) arguments -> (shape, dtype, bytes, byte strides)
+        self._empties: dict[tuple[Any, Any], tuple[tuple[int, ...], np.dtype, int, tuple[int, ...]]] = {}
         for name, (dtype_names, impl) in table.items():
             self._register(name, dtype_names, impl)
         self.info = self._info
@@ -278,17 +282,50 @@ class Device:
 
     # ------------------------------------------------------------------ primitives (backend)
     def _allocate(self, nbytes: int) -> Any:
+        """Reserve ``nbytes`` bytes of device memory; return its raw handle (anything but ``None``).
+
+        Called by the pool (through :attr:`allocator`) when it needs a new segment, with the pool's
+        lock held, on the thread that is allocating (a user thread, a scheduler worker, a fetch of
+        spilled bytes); it must not call back into the pool. Requests are large segments, not
+        arrays. The pool owns the handle until it passes it to :meth:`_free`, once. Raise
+        :class:`~dsrt.errors.OutOfMemoryError` (bytes requested and capacity) when the device has no
+        room: the pool then frees its cache, spills, and retries. A ``MemoryError`` becomes one;
+        other vendor exceptions go through :meth:`_translate_error`.
+        """
         raise NotImplementedError
 
     def _free(self, handle: Any) -> None:
+        """Give back a handle :meth:`_allocate` returned; called once per handle.
+
+        Called by the pool (through :attr:`allocator`) when it trims an idle segment, with the pool's
+        lock held: on the thread that is allocating, on the one calling ``empty_cache``/``trim``/
+        :meth:`close`, or on the idle reaper thread (``dsrt-memory-reaper``). Nothing in the segment
+        is live, and on an asynchronous device the work queued on it has finished. Vendor exceptions
+        go through :meth:`_translate_error`.
+        """
         raise NotImplementedError
 
     def _copy_in(self, handle: Any, offset: int, src: np.ndarray, stream: Stream) -> None:
-        """Copy the bytes of contiguous host array ``src`` to ``handle`` at byte ``offset``."""
+        """Copy the ``src.nbytes`` bytes of C-contiguous host array ``src`` to ``handle`` at byte
+        ``offset``, ordered on ``stream``.
+
+        Called on the caller's thread by :meth:`copy_from_host`/:meth:`asarray` and host-staged
+        copies (the allocation held in place), and by the pool when it fetches spilled bytes (pool
+        lock held; do not call back into the pool). ``src`` belongs to the caller and may be reused
+        as soon as this returns: read it (or stage it) before returning. Vendor exceptions go
+        through :meth:`_translate_error`.
+        """
         raise NotImplementedError
 
     def _copy_out(self, handle: Any, offset: int, dst: np.ndarray, stream: Stream) -> None:
-        """Copy ``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into contiguous ``dst``."""
+        """Copy ``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into C-contiguous host array
+        ``dst``, ordered on ``stream``.
+
+        Called on the caller's thread by :meth:`copy_to_host` (the allocation held in place), and by
+        the pool when it spills (pool lock held; do not call back into the pool). ``dst`` belongs to
+        the caller, who calls :meth:`_synchronize` on ``stream`` before reading it, so a queuing
+        device may return before the copy ends. Vendor exceptions go through :meth:`_translate_error`.
+        """
         raise NotImplementedError
 
     def _copy_between(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
@@ -328,46 +365,129 @@ class Device:
         return alloc
 
     def _synchronize(self, stream: Stream) -> None:
-        """Block until ``stream`` is idle. Synchronous backends need not override."""
+        """Block until everything queued on ``stream`` has finished. Synchronous backends need not
+        override (this does nothing).
+
+        Called from any thread: by :meth:`synchronize` and :meth:`Stream.synchronize`, after
+        :meth:`_copy_out` in :meth:`copy_to_host`, and by the pool after a spill, fetch or move and
+        before compacting (pool lock held; do not call back into the pool). Vendor exceptions go
+        through :meth:`_translate_error`.
+        """
 
     def _create_stream(self, name: str = "") -> Stream:
+        """A new :class:`Stream` whose ``native`` is the backend's in-order queue (``None`` here).
+
+        Called once by ``Device.__init__`` for :attr:`default_stream` (so whatever it needs must
+        exist before ``super().__init__``), then by :meth:`create_stream` on the caller's thread.
+        The device owns the queue; release it when the Stream goes away.
+        """
         return Stream(self, None, name)
 
     def _record_event(self, stream: Stream) -> Event:
+        """An :class:`Event` that completes when the work queued on ``stream`` so far has finished.
+
+        Called by :meth:`Stream.record_event`, and by the pool when an allocation is freed on an
+        asynchronous device, with the pool's lock held, on whichever thread dropped the last
+        reference (a garbage-collector finaliser included): it must not block or allocate.
+        Synchronous devices keep this default (an event already complete).
+        """
         return Event(stream)
 
     def _query_event(self, event: Event) -> bool:
+        """``True`` once the work before ``event`` has finished; never blocks.
+
+        Called by :meth:`Event.query` and by the pool (lock held, any thread) to decide whether
+        freed bytes may be reused on another stream.
+        """
         return True
 
     def _wait_event(self, event: Event) -> None:
+        """Block until ``event`` has completed.
+
+        Called by :meth:`Event.synchronize` and by the pool before it returns a segment that queued
+        work still uses (lock held; any thread, the idle reaper included).
+        """
         return None
 
     def _elapsed(self, start: Event, end: Event) -> float:
+        """Seconds between two completed events. Called by :meth:`Event.elapsed_time` on the
+        caller's thread. Backends with device timers override this; the default uses the host
+        timestamps and raises :class:`~dsrt.errors.DeviceError` for events that carry none."""
         if start.timestamp is None or end.timestamp is None:
             raise DeviceError("these events carry no timestamps", device=self.id)
         return end.timestamp - start.timestamp
 
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str] | set[str], KernelImpl]]:
-        """``{kernel name: (dtype names, impl)}`` this device implements."""
+        """``{kernel name: (dtype names, impl)}`` this device implements: its one declaration of
+        capabilities (``info.kernels`` is derived from it).
+
+        Called once, by ``Device.__init__`` on the thread building the device (the probe), so
+        whatever it uses must exist before ``super().__init__``. Every name must be a registered
+        kernel and every dtype one it is defined for, else ``Device.__init__`` raises
+        :class:`~dsrt.errors.ConfigurationError`. Each ``impl(inputs, out, params, stream)`` is
+        called on the launching thread (a user thread or a scheduler worker) after validation,
+        with ``params`` bound (defaults filled in), ``out`` allocated and every operand held in place
+        (:data:`dsrt.memory.IN_USE`); the arrays belong to the caller. An asynchronous device may
+        enqueue on ``stream`` and return. Vendor exceptions go through :meth:`_translate_error` and
+        become :class:`~dsrt.errors.KernelLaunchError` unless a ``DeviceError``.
+        """
         return {}
 
     def _launch(self, kernel: str, inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
+        """Run a validated launch: by default the kernel table's implementation. A backend that
+        dispatches itself overrides this; it is called exactly as a table implementation is (see
+        :meth:`kernel_table`: launching thread, operands held, errors translated)."""
         self._impls[kernel](inputs, out, params, stream)
 
     def _compile(self, source: str, lang: str, name: str, options: Sequence[str]) -> UserKernel:
+        """Build user kernel ``name`` from ``source`` in ``lang``; return a :class:`UserKernel`.
+
+        Called by :meth:`compile` on the caller's thread, after ``lang`` was checked against
+        ``info.languages``. Raise :class:`~dsrt.errors.KernelCompileError` with the compiler log on
+        a build failure (not translated for you).
+        """
         raise ConfigurationError(f"{self.id}: this device compiles no user kernels")
 
     def _launch_user(self, kernel: UserKernel, args: Sequence[Any], options: Mapping[str, Any], stream: Stream) -> Any:
+        """Run a user kernel with backend-specific ``args`` and ``options`` on ``stream``.
+
+        Called by :meth:`UserKernel.launch` on the caller's thread, with every Array argument held in
+        place (:data:`dsrt.memory.IN_USE`) for the call. Errors are not translated for you: raise
+        :class:`~dsrt.errors.ShapeError`, :class:`~dsrt.errors.ConfigurationError` or
+        :class:`~dsrt.errors.KernelLaunchError` naming the device and the kernel.
+        """
         raise ConfigurationError(f"{self.id}: this device runs no user kernels")
 
     def _export_dlpack(self, array: Array, stream: Any) -> Any:
+        """An object with ``__dlpack__`` for ``array`` (DLPack's ``stream`` passed through).
+
+        Called by ``Array.__dlpack__`` on the consumer's thread, after the allocation was touched
+        (resident) and marked ``exported`` (never moved or spilled again). The capsule must keep
+        ``array`` (or its allocation) alive as long as the consumer holds it. Raise
+        :class:`~dsrt.errors.ConfigurationError` for a dtype that cannot cross.
+        """
         raise ConfigurationError(f"{self.id}: arrays on this device cannot be exported through DLPack")
 
     def _import_dlpack(self, obj: Any) -> Array:
+        """Wrap a DLPack producer's memory as an Array on this device, without copying where possible.
+
+        Called by ``Runtime.from_dlpack`` on the caller's thread. The Array's
+        :class:`~dsrt.memory.Allocation` has ``pool=None`` and keeps ``obj`` alive; it is never
+        returned to a pool. Raise :class:`~dsrt.errors.ConfigurationError` when ``obj`` cannot be
+        imported.
+        """
         raise ConfigurationError(f"{self.id}: this device cannot import DLPack tensors")
 
     def _translate_error(self, exc: BaseException, action: str) -> DsrtError:
-        """Turn a vendor exception into a dsrt error; backends refine this."""
+        """Return (do not raise) the dsrt error for vendor exception ``exc``; backends refine this.
+
+        Called on the thread where a primitive or kernel raised something that is not a
+        ``DsrtError``: by the public methods, by the allocator (pool lock held) and by launches.
+        ``action`` says what failed, with sizes (``"copy of 4.0 KiB to device"``). Return the most
+        precise subclass (:class:`~dsrt.errors.OutOfMemoryError`, ``DeviceLostError``,
+        ``TransientDeviceError``, ``KernelLaunchError``, else ``DeviceError``) with the device id in
+        its message.
+        """
         return DeviceError(f"{self.id}: {action} failed: {type(exc).__name__}: {exc}", device=self.id)
 
     def modelled_cost(self) -> tuple[float, float] | None:
@@ -433,13 +553,19 @@ class Device:
 
     def empty(self, shape: Any, dtype: Any = "float32", *, stream: Stream | None = None) -> Array:
         """An uninitialised array on this device."""
-        from .array import Array
-
-        shp = _as_shape(shape)
-        d = dt.as_dtype(dtype)
-        nbytes = _prod(shp) * d.itemsize
-        alloc = self.pool.allocate(nbytes, stream)
-        return Array(self, shp, d, alloc)
+        try:
+            layout = self._empties.get((shape, dtype))
+        except TypeError:  # a list as shape...: unhashable, not cached
+            layout = None
+        if layout is None:
+            shp = _as_shape(shape)
+            d = dt.as_dtype(dtype)
+            layout = (shp, d, _prod(shp) * d.itemsize, contiguous_strides(shp, d.itemsize))
+            if type(shape) in (int, tuple) and isinstance(dtype, (str, type, np.dtype)):
+                if len(self._empties) >= 1024:
+                    self._empties.clear()
+                self._empties[(shape, dtype)] = layout
+        return _fresh_array(self, layout[0], layout[1], self.pool.allocate(layout[2], stream), layout[3])
 
     def asarray(self, obj: Any, dtype: Any = None, *, stream: Stream | None = None) -> Array:
         """Copy host data (anything numpy accepts) onto this device."""
@@ -529,22 +655,38 @@ class Device:
         stream: Stream | None = None,
         **params: Any,
     ) -> Array:
-        """Run ``kernel`` on ``inputs`` (arrays on this device); returns ``out`` (allocated if None)."""
-        # Fast path: a launch with no parameters whose signature was validated before skips binding,
-        # inference and the support check (the hot path of small-array dispatch).
-        sig: tuple[Any, ...] | None = None
-        if not params:
-            n = len(inputs)
+        """Run ``kernel`` on ``inputs`` (arrays on this device); returns ``out`` (allocated if None).
+
+        The first launch of a signature (kernel, device/shape/dtype of each input, and the names,
+        types and values of hashable scalar parameters) binds the parameters, checks the inputs'
+        device, infers the output and checks support; later launches of that signature look it up
+        and go straight to :meth:`_run`. Launches with unhashable parameters (an array as a
+        parameter...) are validated every time.
+        """
+        n = len(inputs)
+        try:
             if n == 2:
                 x, y = inputs
-                sig = (kernel, x.device, x.shape, x.dtype, y.device, y.shape, y.dtype)
+                sig: Any = (kernel, x.device, x.shape, x.dtype, y.device, y.shape, y.dtype)
             elif n == 1:
                 x = inputs[0]
                 sig = (kernel, x.device, x.shape, x.dtype)
-            if sig is not None:
-                hit = self._signatures.get(sig)
-                if hit is not None:
-                    return self._run(kernel, inputs, out, hit[0], hit[1], hit[2], stream)
+            else:
+                sig = (kernel, n, *[(a.device, a.shape, a.dtype) for a in inputs])
+            if params:
+                sig = _param_key(sig, params)
+            hit = self._signatures.get(sig) if sig is not None else None
+        except (AttributeError, TypeError):  # an input that is no array, an unhashable parameter
+            sig = hit = None
+        if hit is not None:
+            # Cached: the key's parameter values equal the caller's and have the same types, but
+            # the caller's own values are passed (0.0 and -0.0 are one key).
+            return self._run(kernel, inputs, out, hit, stream, {**hit[2], **params} if params else hit[2])
+        return self._launch_slow(kernel, inputs, out, stream, params, sig)
+
+    def _launch_slow(self, kernel: str, inputs: Sequence[Array], out: Array | None, stream: Stream | None,
+                     params: Mapping[str, Any], sig: Any) -> Any:
+        """Validate a launch whose signature is not cached; cache it (``sig`` not None) and run it."""
         spec = KERNELS.get(kernel) or get_kernel(kernel)
         bound = spec.bind(inputs, params)
         for a in inputs:
@@ -567,32 +709,41 @@ class Device:
                 kernel=kernel, device=self.id, dtype=dt.dtype_name(key),
                 supported=sorted(dt.dtype_name(d) for d in supported) if supported else (),
             )
+        # The base _launch calls the table's implementation: call it directly then.
+        impl = self._impls.get(kernel) if type(self)._launch is Device._launch else None
+        entry = (shape, out_dtype, bound, _prod(shape) * out_dtype.itemsize,
+                 contiguous_strides(shape, out_dtype.itemsize), impl)
         if sig is not None:
             if len(self._signatures) >= 4096:
                 self._signatures.clear()
-            self._signatures[sig] = (shape, out_dtype, bound)
-        return self._run(kernel, inputs, out, shape, out_dtype, bound, stream)
+            self._signatures[sig] = entry
+        return self._run(kernel, inputs, out, entry, stream, bound)
 
     def _run(
         self,
         kernel: str,
         inputs: Sequence[Array],
         out: Array | None,
-        shape: tuple[int, ...],
-        out_dtype: np.dtype,
-        bound: Mapping[str, Any],
+        entry: tuple[Any, ...],
         stream: Stream | None,
+        bound: Mapping[str, Any],
     ) -> Array:
-        """Launch a validated kernel: allocate or check ``out``, mark memory used, translate errors."""
+        """Launch a validated kernel: allocate or check ``out``, keep the operands in place, translate errors.
+
+        ``entry`` is a signature cache entry: (out shape, out dtype, bound parameters, out bytes,
+        out byte strides, the implementation to call or ``None`` for :meth:`_launch`).
+        """
         s = stream or self.default_stream
-        for a in inputs:
-            a.allocation.touch()  # most recently used: allocating the output spills others first
+        pool = self._pool if self._pool is not None else self.pool
         fresh = out is None
-        if out is None:
-            out = self._new_output(shape, out_dtype, s)
-        elif out.shape != shape or out.dtype != out_dtype or out.device is not self:
+        if fresh:
+            clock = _use_clock
+            for a in inputs:  # most recently used: allocating the output spills others first
+                a.allocation.last_use = next(clock)
+            out = _fresh_array(self, entry[0], entry[1], pool.allocate(entry[3], s), entry[4])
+        elif out.shape != entry[0] or out.dtype != entry[1] or out.device is not self:
             raise ShapeError(
-                f"kernel '{kernel}': out must be {dt.dtype_name(out_dtype)}{shape} on {self.id},"
+                f"kernel '{kernel}': out must be {dt.dtype_name(entry[1])}{entry[0]} on {self.id},"
                 f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
             )
         tracer = self.tracer
@@ -605,8 +756,12 @@ class Device:
         key = id(held)
         IN_USE[key] = held
         try:
-            self.pool.hold(held)
-            self._launch(kernel, inputs, out, bound, s)
+            pool.hold(held)
+            impl = entry[5]
+            if impl is not None:
+                impl(inputs, out, bound, s)
+            else:
+                self._launch(kernel, inputs, out, bound, s)
         except DsrtError:
             raise
         except Exception as exc:
@@ -617,21 +772,19 @@ class Device:
         finally:
             del IN_USE[key]
         if tracer is not None:
-            tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(shape)})
+            tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(entry[0])})
         if launch_observer is not None:
             launch_observer(self, kernel, inputs, out, bound, fresh)
         return out
 
     def _new_output(self, shape: tuple[int, ...], dtype: np.dtype, stream: Stream) -> Array:
         """A fresh output array of an already validated shape and dtype (layout cached per signature)."""
-        from .array import Array
-
         layout = self._layouts.get((shape, dtype))
         if layout is None:
             if len(self._layouts) >= 4096:
                 self._layouts.clear()
             layout = self._layouts[(shape, dtype)] = (_prod(shape) * dtype.itemsize, contiguous_strides(shape, dtype.itemsize))
-        return Array(self, shape, dtype, self.pool.allocate(layout[0], stream), strides=layout[1])
+        return _fresh_array(self, shape, dtype, self.pool.allocate(layout[0], stream), layout[1])
 
     def _launch_task(self, kernel: str, inputs: Sequence[Any], params: Mapping[str, Any], stream: Stream) -> Any:
         """Run a task kernel (one whose result is not an array); return the implementation's result."""
@@ -754,6 +907,23 @@ def _legacy_copy_between(cls: type) -> bool:
         params = inspect.signature(cls._copy_between).parameters  # type: ignore[attr-defined]
         found = _LEGACY[cls] = len(params) == 5
     return found
+
+
+#: Parameter value types whose equality and hash are exact enough to key the signature cache (with
+#: the type in the key, ``1``, ``1.0`` and ``True`` are three keys); numpy dtypes and scalars too.
+_KEYED = frozenset({bool, int, float, str, type(None), type})
+
+
+def _param_key(sig: tuple[Any, ...], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``sig`` extended with ``(name, type, value)`` of each parameter, or ``None`` if a value is of a
+    type not keyed (containers, arrays...: such launches are validated every time)."""
+    key: list[Any] = [sig]
+    for name, value in params.items():
+        t = type(value)
+        if t not in _KEYED and not isinstance(value, (np.dtype, np.number, np.bool_)):
+            return None
+        key.append((name, t, value))
+    return tuple(key)
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
