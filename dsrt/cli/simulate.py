@@ -1,12 +1,16 @@
 """``dsrt simulate TOPOLOGY --workload ...``: plan a run on a topology's cost models (virtual clock).
 
 Each ``--workload KERNEL:COUNT:BYTES[:uniform|lognormal]`` adds COUNT chunks of about BYTES input
-bytes each (``1MiB``, ``64KB``...). Devices come from the topology; a device's speed is its
+bytes each (``1MiB``, ``64KB``...); without ``--workload`` the command plans
+:data:`DEFAULT_WORKLOAD`, a mixed set of GEMM, elementwise and reduction chunks. At most
+:data:`MAX_CHUNKS` chunks in total (``DSRT_SIMULATE_MAX_CHUNKS``), each of 1 byte to
+:data:`MAX_CHUNK_BYTES`. Devices come from the topology; a device's speed is its
 ``params.peak_flops`` (or ``params.speeds``) when declared, else the nominal peak of its backend kind
 given with ``--peak KIND=OPS`` (defaults: :data:`NOMINAL_PEAK`). Chunk data starts in the host memory
 of the first node (``--data first``) or spread over the nodes (``--data spread``).
 
-With ``--collective NAME --size BYTES`` the command instead predicts one collective with
+With ``--collective NAME --size BYTES`` (NAME one of ``all_reduce``, ``reduce_scatter``,
+``all_gather``) the command instead predicts one collective with
 ``dsrt.collective.simulate.simulate_collective`` and prints its result.
 """
 
@@ -14,32 +18,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..collective.simulate import SUPPORTED as COLLECTIVES
 from ..errors import ConfigurationError
 from ..scheduler.perfmodel import PerfModel
 from ..scheduler.policies import BUILTIN_POLICIES
 from ..scheduler.virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
 
-__all__ = ["configure", "run", "NOMINAL_PEAK", "parse_workload", "parse_bytes"]
+__all__ = ["configure", "run", "NOMINAL_PEAK", "parse_workload", "parse_bytes", "DEFAULT_WORKLOAD", "MAX_CHUNKS",
+           "MAX_CHUNK_BYTES"]
 
 #: Nominal fp32 peak operations/s per backend kind, used only when a topology declares none:
 #: H100 SXM (67 TFLOP/s), a 2-socket server CPU, a mid-range OpenCL GPU, an inference NPU.
 NOMINAL_PEAK = {"cuda": 67e12, "cpu": 3e12, "opencl": 10e12, "npu": 100e12}
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 1 << 10, "MIB": 1 << 20,
+          "GIB": 1 << 30, "TIB": 1 << 40}
+
+#: The mixed workload planned when no ``--workload`` is given.
+DEFAULT_WORKLOAD = ("gemm:256:4MiB:lognormal", "add:512:1MiB:uniform", "reduce_sum:256:2MiB:uniform")
+#: Most chunks one simulation plans (``DSRT_SIMULATE_MAX_CHUNKS`` overrides it).
+MAX_CHUNKS = 100_000
+#: Largest chunk or collective message, in bytes (1 PiB).
+MAX_CHUNK_BYTES = 1 << 50
 
 
-def parse_bytes(text: str) -> int:
-    """``'1MiB'`` -> 1048576; ``'64KB'`` -> 64000; plain integers are bytes."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+def parse_bytes(text: str, *, what: str = "size") -> int:
+    """``'1MiB'`` -> 1048576; ``'64KB'`` -> 64000; plain integers are bytes. 1 byte to :data:`MAX_CHUNK_BYTES`."""
+    m = re.fullmatch(r"\s*([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).upper() not in _UNITS:
-        raise ConfigurationError(f"not a size in bytes: '{text}' (use e.g. 4096, 64KB, 1MiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        raise ConfigurationError(f"{what} '{text}' is not a size in bytes (use e.g. 4096, 64KB, 1MiB)")
+    value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    if not 1 <= value <= MAX_CHUNK_BYTES:
+        raise ConfigurationError(f"{what} '{text}' must be 1 byte to {MAX_CHUNK_BYTES} bytes (1 PiB)")
+    return int(value)
 
 
 def parse_workload(spec: str) -> tuple[str, int, int, str]:
@@ -50,17 +68,40 @@ def parse_workload(spec: str) -> tuple[str, int, int, str]:
     dist = parts[3] if len(parts) == 4 else "uniform"
     if dist not in ("uniform", "lognormal", "fixed"):
         raise ConfigurationError(f"--workload '{spec}': distribution must be uniform, lognormal or fixed")
+    if not re.fullmatch(r"[0-9]{1,12}", parts[1].strip()):
+        raise ConfigurationError(f"--workload '{spec}': COUNT '{parts[1]}' is not a positive integer")
+    count = int(parts[1])
+    if count < 1:
+        raise ConfigurationError(f"--workload '{spec}': COUNT must be at least 1")
+    if not parts[0]:
+        raise ConfigurationError(f"--workload '{spec}': KERNEL is empty")
+    return parts[0], count, parse_bytes(parts[2], what=f"--workload '{spec}': BYTES"), dist
+
+
+def _max_chunks() -> int:
+    text = os.environ.get("DSRT_SIMULATE_MAX_CHUNKS", "").strip()
     try:
-        count = int(parts[1])
+        return max(1, int(text)) if text else MAX_CHUNKS
     except ValueError:
-        raise ConfigurationError(f"--workload '{spec}': COUNT '{parts[1]}' is not an integer") from None
-    return parts[0], count, parse_bytes(parts[2]), dist
+        raise ConfigurationError(f"DSRT_SIMULATE_MAX_CHUNKS='{text}' is not an integer") from None
+
+
+def _check_output(path: str, option: str) -> None:
+    from pathlib import Path
+
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigurationError(f"{option} {path}: folder '{parent}' does not exist")
+    if p.is_dir():
+        raise ConfigurationError(f"{option} {path}: is a folder; give a file name")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("topology", help="topology YAML file (see specs/)")
     parser.add_argument("--workload", action="append", default=[], metavar="KERNEL:COUNT:BYTES[:DIST]",
-                        help="chunks to plan (repeatable), e.g. gemm:2048:4MiB:lognormal")
+                        help="chunks to plan (repeatable), e.g. gemm:2048:4MiB:lognormal; default: a mixed"
+                             f" workload ({' '.join(DEFAULT_WORKLOAD)})")
     parser.add_argument("--policy", default="dmda", help="policy name, or 'all' to compare every policy")
     parser.add_argument("--seed", type=int, default=0, help="seed of the chunk sizes")
     parser.add_argument("--peak", action="append", default=[], metavar="KIND=OPS",
@@ -69,7 +110,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where chunk data starts: first node's host memory, or spread over nodes")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--trace", metavar="FILE", help="write a Perfetto trace of the simulated run")
-    parser.add_argument("--collective", metavar="NAME", help="predict a collective instead (e.g. allreduce)")
+    parser.add_argument("--collective", metavar="NAME", choices=COLLECTIVES,
+                        help=f"predict a collective instead: {', '.join(COLLECTIVES)}")
     parser.add_argument("--size", metavar="BYTES", help="message size for --collective")
     parser.add_argument("--backend", metavar="NAME",
                         help="devices taking part in --collective (default: the most numerous backend)")
@@ -93,17 +135,23 @@ def _with_peaks(topology: Any, peaks: dict[str, float]) -> Any:
 def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
     from ..topology import load_topology
 
+    if args.trace:
+        _check_output(args.trace, "--trace")
+    specs = [parse_workload(w) for w in (args.workload or DEFAULT_WORKLOAD)]
+    total = sum(count for _k, count, _b, _d in specs)
+    if total > _max_chunks():
+        raise ConfigurationError(f"--workload: {total} chunks in total; the limit is {_max_chunks()}"
+                                 " (DSRT_SIMULATE_MAX_CHUNKS)")
+    size = parse_bytes(args.size, what="--size") if args.size else None
     topology = load_topology(args.topology)
     if args.collective:
-        if not args.size:
+        if size is None:
             raise ConfigurationError("--collective needs --size BYTES")
         from ..collective.simulate import simulate_collective
 
-        print(json.dumps(simulate_collective(topology, args.collective, parse_bytes(args.size), backend=args.backend), indent=1,
+        print(json.dumps(simulate_collective(topology, args.collective, size, backend=args.backend), indent=1,
                          default=str))
         return 0
-    if not args.workload:
-        raise ConfigurationError("dsrt simulate: give at least one --workload KERNEL:COUNT:BYTES (or --collective)")
     peaks = dict(NOMINAL_PEAK)
     for item in args.peak:
         kind, _, value = item.partition("=")
@@ -111,7 +159,8 @@ def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
             peaks[kind] = float(value)
         except ValueError:
             raise ConfigurationError(f"--peak '{item}': expected KIND=OPS, e.g. cuda=6.7e13") from None
-    specs = [parse_workload(w) for w in args.workload]
+        if not (np.isfinite(peaks[kind]) and peaks[kind] > 0):
+            raise ConfigurationError(f"--peak '{item}': OPS must be positive and finite")
     kernels = sorted({k for k, *_ in specs})
     devices, links = devices_from_topology(_with_peaks(topology, peaks), kernels=kernels)
     rng = np.random.default_rng(args.seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TopologyError
+from .limits import ENV_PREFIX, TopologyLimits
 from .model import (
     HOST_DEFAULT,
     KIND_LATENCY,
@@ -56,16 +58,55 @@ def prefix_of(backend: str) -> str:
     return DEVICE_PREFIX.get(backend, backend)
 
 
-def read_file_doc(path: Path, *, shown: str, at: tuple[Doc, Path_] | None = None) -> Doc:
-    """Read and parse one topology file; a missing file is an error at ``at`` (the include)."""
+def _read_regular(path: Path, shown: str, max_bytes: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``max_bytes`` bytes.
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO, a device such
+    as ``/dev/zero`` or a directory is refused without reading (and without blocking); at most
+    ``max_bytes + 1`` bytes are read even if the file grows meanwhile. Raises ``OSError`` or
+    ``ValueError`` (a NUL in the name) for the caller to locate, and ``_NotRegular`` otherwise.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        msg = f"cannot read '{shown}': {exc.strerror or exc}"
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise _NotRegular(f"'{shown}' is {kind}; a topology file must be a regular file")
+        if st.st_size > max_bytes:
+            raise _NotRegular(f"'{shown}' is {st.st_size} bytes; the limit is {max_bytes}"
+                              f" (set {ENV_PREFIX}MAX_FILE_BYTES to raise it)")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class _NotRegular(Exception):
+    """A file that exists but may not be read as a topology (its message is the reason)."""
+
+
+def read_file_doc(path: Path, *, shown: str, at: tuple[Doc, Path_] | None = None,
+                  limits: TopologyLimits | None = None) -> Doc:
+    """Read and parse one topology file; an unreadable file is an error at ``at`` (the include)."""
+    lim = limits or TopologyLimits.from_env()
+    try:
+        raw = _read_regular(path, shown, lim.max_file_bytes)
+    except (OSError, ValueError, _NotRegular) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        msg = str(exc) if isinstance(exc, _NotRegular) else f"cannot read '{shown}': {reason}"
         if at is not None:
             raise at[0].error(at[1], msg) from None
         raise TopologyError(msg, file=shown) from None
-    return parse_yaml(raw, file=shown, base_dir=path.parent)
+    return parse_yaml(raw, file=shown, base_dir=path.parent, max_bytes=lim.max_file_bytes)
 
 
 @dataclass
@@ -84,8 +125,12 @@ class _Field:
 
 
 class _Builder:
-    def __init__(self, extra_backends: Iterable[str]) -> None:
+    def __init__(self, extra_backends: Iterable[str], limits: TopologyLimits) -> None:
         self.backends = known_backends(extra_backends)
+        self.limits = limits
+        self.includes = 0
+        self.n_devices = 0
+        self.planned_links = 0
         self.docs: dict[Path, Doc] = {}
         self.nodes: list[Node] = []
         self.node_fields: dict[str, _Field] = {}
@@ -96,13 +141,26 @@ class _Builder:
 
     # ------------------------------------------------------------------ files
     def _load(self, doc: Doc, path: Path_, target: str, stack: tuple[Path, ...]) -> tuple[Doc, Path]:
-        resolved = (doc.base_dir / target).resolve()
+        lim = self.limits
+        self.includes += 1
+        if self.includes > lim.max_includes:
+            raise doc.error(path, f"more than {lim.max_includes} include/from uses in one topology"
+                                  f" (set {ENV_PREFIX}MAX_INCLUDES to raise the limit)")
+        if len(stack) > lim.max_include_depth:
+            raise doc.error(path, f"includes nested more than {lim.max_include_depth} files deep"
+                                  f" (set {ENV_PREFIX}MAX_INCLUDE_DEPTH to raise the limit)")
+        if not target or "\0" in target:
+            raise doc.error(path, f"not a file name: {target!r}")
+        try:
+            resolved = (doc.base_dir / target).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop on older Pythons
+            raise doc.error(path, f"cannot resolve '{target}': {exc}") from None
         if resolved in stack:
             chain = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
             raise doc.error(path, f"include cycle: {chain}")
         if resolved not in self.docs:
             shown = os.path.relpath(resolved) if not os.path.isabs(target) else target
-            sub = read_file_doc(resolved, shown=shown, at=(doc, path))
+            sub = read_file_doc(resolved, shown=shown, at=(doc, path), limits=lim)
             validate_doc(sub)
             self.docs[resolved] = sub
         return self.docs[resolved], resolved
@@ -160,20 +218,41 @@ class _Builder:
         fields = self._template(f, stack)
         base = spec.get("name", f"n{len(self.nodes)}")
         replicas = spec.get("replicas")
+        if "devices" not in fields and "simulated" not in fields:
+            raise f.error(f"node '{base}': declares no devices (add 'devices:' or 'from:')")
+        # Budgets before expanding: replicas multiply the node's devices.
+        copies = 1 if replicas is None else int(replicas)
+        lim = self.limits
+        if len(self.nodes) + copies > lim.max_nodes:
+            raise f.error(f"node '{base}': {copies} replica(s) bring the topology to {len(self.nodes) + copies} nodes;"
+                          f" the limit is {lim.max_nodes} (set {ENV_PREFIX}MAX_NODES to raise it)",
+                          "replicas" if replicas is not None else ())
+        per_node = sum(_declared_count(fields[key].value) for key in ("devices", "simulated") if key in fields)
+        if self.n_devices + per_node * copies > lim.max_devices:
+            raise f.error(f"node '{base}': {copies} x {per_node} device(s) bring the topology to"
+                          f" {self.n_devices + per_node * copies} devices; the limit is {lim.max_devices}"
+                          f" (set {ENV_PREFIX}MAX_DEVICES to raise it)", "replicas" if replicas is not None else ())
+        self.n_devices += per_node * copies
         if replicas is None:
             names = [base]
         else:
             width = len(str(replicas - 1))
             names = [f"{base}{k:0{width}d}" for k in range(replicas)]
-        if "devices" not in fields and "simulated" not in fields:
-            raise f.error(f"node '{base}': declares no devices (add 'devices:' or 'from:')")
-        for name in names:
+        for k, name in enumerate(names):
             if name in self.node_fields:
                 first = self.node_fields[name]
                 raise f.error(f"duplicate node name '{name}' (first declared at {first.doc.loc_text(first.path)})",
                               "name")
             self.node_fields[name] = f
             self.nodes.append(self._node(name, fields))
+            if k == 0 and "links" in fields:
+                # The node's own links repeat in every replica: count them all before making any.
+                per_node = _node_link_count(self.nodes[-1], fields["links"].value)
+                self.planned_links += per_node * copies
+                if self.planned_links > lim.max_links:
+                    raise fields["links"].error(
+                        f"node '{base}': {copies} x {per_node} link(s) bring the topology to {self.planned_links}"
+                        f" links; the limit is {lim.max_links} (set {ENV_PREFIX}MAX_LINKS to raise it)")
 
     def _backend(self, f: _Field, name: str, sub: Path_) -> str:
         name = _ALIAS.get(name, name)
@@ -302,6 +381,8 @@ class _Builder:
                       f" '{hits[0]}/{text}'", *sub)
 
     def _glob(self, f: _Field, pattern: str, node: Node | None, label: str) -> list[str]:
+        if len(pattern) > 256:
+            raise f.error(f"link '{label}': mesh pattern of {len(pattern)} characters; at most 256", "mesh")
         if node is not None:
             pool = [f"{node.name}/{d.id}" for d in node.devices if d.index is not None
                     if fnmatch.fnmatchcase(d.id, pattern)]
@@ -337,10 +418,18 @@ class _Builder:
                     else [self._endpoint(f, ("mesh", i), t, node, label) for i, t in enumerate(mesh)])
             if len(set(ends)) != len(ends):
                 raise f.error(f"link '{label}': mesh lists an endpoint twice", "mesh")
+            pairs_total = len(ends) * (len(ends) - 1) // 2
+            if len(self.links) + pairs_total > self.limits.max_links:
+                raise f.error(f"link '{label}': a mesh of {len(ends)} endpoints adds {pairs_total} links, bringing the"
+                              f" topology to {len(self.links) + pairs_total}; the limit is {self.limits.max_links}"
+                              f" (set {ENV_PREFIX}MAX_LINKS to raise it)", "mesh")
             short = [e if node is None else (e.split("/", 1)[1] if "/" in e else "host") for e in ends]
             for i in range(len(ends)):
                 for j in range(i + 1, len(ends)):
                     pairs.append((f"{prefix}{label}[{short[i]}~{short[j]}]", ends[i], ends[j]))
+        if len(self.links) + len(pairs) > self.limits.max_links:
+            raise f.error(f"link '{label}': more than {self.limits.max_links} links"
+                          f" (set {ENV_PREFIX}MAX_LINKS to raise the limit)")
         for name, a, b in pairs:
             if name in self.link_at:
                 first = self.link_at[name]
@@ -373,13 +462,41 @@ class _Builder:
         )
 
 
+def _node_link_count(node: Node, specs: Any) -> int:
+    """Links a node's ``links:`` list makes (a mesh of k endpoints makes k(k-1)/2), without making them."""
+    total = 0
+    for spec in specs:
+        if not isinstance(spec, dict):
+            continue
+        mesh = spec.get("mesh")
+        if isinstance(mesh, list):
+            k = len(mesh)
+        elif isinstance(mesh, str) and len(mesh) <= 256:
+            k = sum(1 for d in node.devices if d.index is not None and fnmatch.fnmatchcase(d.id, mesh))
+        else:
+            k = 2
+        total += k * (k - 1) // 2
+    return total
+
+
+def _declared_count(items: Any) -> int:
+    """Devices a ``devices:``/``simulated:`` list declares (``count`` each; a selector counts one)."""
+    total = 0
+    for item in items:
+        total += int(item.get("count", 1)) if isinstance(item, dict) and "select" not in item else 1
+    return total
+
+
 def _few(names: Iterable[str]) -> str:
     names = list(names)
     return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
 
 def build_topology(doc: Doc, *, name: str | None = None, stack: tuple[Path, ...] = (),
-                   extra_backends: Iterable[str] = ()) -> Topology:
-    """Validate ``doc`` against the schema, then build the :class:`Topology` it describes."""
+                   extra_backends: Iterable[str] = (), limits: TopologyLimits | None = None) -> Topology:
+    """Validate ``doc`` against the schema, then build the :class:`Topology` it describes.
+
+    ``limits`` bounds nodes, devices, links and includes (default: :meth:`TopologyLimits.from_env`).
+    """
     validate_doc(doc)
-    return _Builder(extra_backends).build(doc, stack, name)
+    return _Builder(extra_backends, limits or TopologyLimits.from_env()).build(doc, stack, name)

@@ -35,7 +35,10 @@ def _split(value: object, hint: str) -> tuple[float, str]:
     if isinstance(value, bool):
         raise ValueError(f"expected {hint}, got a boolean")
     if isinstance(value, (int, float)):
-        return float(value), ""
+        try:
+            return float(value), ""
+        except OverflowError:  # an integer past the float range
+            raise ValueError(f"expected {hint}, got a number of {len(str(value))} digits (too large)") from None
     if not isinstance(value, str):
         raise ValueError(f"expected {hint}, got {type(value).__name__}")
     m = _QUANTITY.match(value)

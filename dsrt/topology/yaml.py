@@ -196,6 +196,39 @@ class _Converter:
         return out
 
 
+class _DepthLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting past :data:`MAX_DEPTH` where it starts.
+
+    The composer recurses once per level; bounding it here turns a ``[[[[...`` file into a located
+    error in microseconds instead of a ``RecursionError`` after the interpreter's whole stack.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.file = "<topology>"
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise TopologyError(f"values nested more than {MAX_DEPTH} levels deep", file=self.file,
+                                    line=mark.line + 1, column=mark.column + 1)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    loader = _DepthLoader(text)
+    loader.file = file
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
+
 def _decode(raw: bytes, file: str) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -213,19 +246,22 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
-def parse_yaml(source: str | bytes, *, file: str, base_dir: Path | None = None) -> Doc:
-    """Parse YAML text (one document) into a :class:`Doc`; raise ``TopologyError`` on any problem."""
+def parse_yaml(source: str | bytes, *, file: str, base_dir: Path | None = None, max_bytes: int = MAX_BYTES) -> Doc:
+    """Parse YAML text (one document) into a :class:`Doc`; raise ``TopologyError`` on any problem.
+
+    ``max_bytes`` bounds the document (bytes, or characters for text).
+    """
     if isinstance(source, bytes):
-        if len(source) > MAX_BYTES:
-            raise TopologyError(f"file is {len(source)} bytes; the limit is {MAX_BYTES}", file=file, line=1, column=1)
+        if len(source) > max_bytes:
+            raise TopologyError(f"file is {len(source)} bytes; the limit is {max_bytes}", file=file, line=1, column=1)
         text = _decode(source, file)
     else:
         text = source
-        if len(text) > MAX_BYTES:
-            raise TopologyError(f"text is {len(text)} characters; the limit is {MAX_BYTES}", file=file, line=1,
+        if len(text) > max_bytes:
+            raise TopologyError(f"text is {len(text)} characters; the limit is {max_bytes}", file=file, line=1,
                                 column=1)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +17,28 @@ from dsrt.hookspecs import CliCommand, WorkloadItem
 
 from .errors import NetworkError
 
-__all__ = ["COMMAND", "WORKLOAD"]
+__all__ = ["COMMAND", "WORKLOAD", "MAX_STEPS"]
+
+#: Most time steps one ``dsrt snn run`` simulates; ``DSRT_SNN_MAX_STEPS`` overrides it.
+MAX_STEPS = 10_000_000
+
+
+def _max_steps() -> int:
+    text = os.environ.get("DSRT_SNN_MAX_STEPS", "").strip()
+    try:
+        return max(1, int(text)) if text else MAX_STEPS
+    except ValueError:
+        raise NetworkError(f"DSRT_SNN_MAX_STEPS='{text}' is not an integer") from None
+
+
+def _check_output(path: str, option: str) -> None:
+    """Refuse, before any work, an output file whose folder does not exist (or that is a folder)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise NetworkError(f"{option} {path}: folder '{parent}' does not exist")
+    if p.is_dir():
+        raise NetworkError(f"{option} {path}: is a folder; give a file name")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -30,20 +54,33 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
-    from .nir_import import from_nir
+    from .nir_import import default_max_bytes, from_nir
 
+    limit = _max_steps()
+    if not 1 <= args.steps <= limit:
+        raise NetworkError(f"--steps {args.steps}: give 1 to {limit} steps (DSRT_SNN_MAX_STEPS)")
+    if not (math.isfinite(args.dt) and args.dt > 0):
+        raise NetworkError(f"--dt {args.dt}: give a positive, finite time step in seconds")
+    if args.raster:
+        _check_output(args.raster, "--raster")
     rt = make()
     dev = rt.device(args.device)
-    net = from_nir(args.file, args.dt)
+    if dev.info.backend != "neuromorphic":
+        raise NetworkError(f"{dev.id} is not a neuromorphic device (use --device snn:N)")
+    net = from_nir(args.file, args.dt, max_bytes=default_max_bytes())
     x = None
     if args.input:
         try:
-            x = np.load(args.input)
-        except (OSError, ValueError) as exc:
-            raise NetworkError(f"{args.input}: cannot read input spikes: {exc}") from exc
-    res = dev.run(net, args.steps, args.dt, inputs=x)
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NetworkError(f"{args.input}: cannot read input spikes: {first}") from None
+    res = dev.run(net, args.steps, args.dt, inputs=x)  # type: ignore[attr-defined]
     if args.raster:
-        res.save_raster(args.raster)
+        try:
+            res.save_raster(args.raster)
+        except OSError as exc:
+            raise NetworkError(f"--raster {args.raster}: cannot write: {exc.strerror or exc}") from None
     outs = net.outputs or {p.name: p.name for p in net.populations.values() if p.kind == "neurons"}
     report: dict[str, Any] = {"device": dev.id, "file": args.file, "steps": args.steps, "dt": args.dt, "outputs": {}}
     for oname, pname in outs.items():

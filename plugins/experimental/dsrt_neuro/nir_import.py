@@ -6,18 +6,116 @@ bias becomes a constant input current of the population it feeds) and Conv2d whe
 is known (unrolled into explicit synapses). Anything else is refused with the node's name.
 Timing: an Input drives its targets in the same step (delay 0); spikes between populations take one
 step (delay 1), as on Loihi.
+
+Budgets, checked before allocating: a file must be a regular HDF5 file; before ``nir.read`` loads
+it, the shapes of all its datasets are read and the bytes they take as float64 are summed, and
+every dense matrix the import forms (identity, composed weights, unrolled convolutions) is sized
+first. Either past ``max_bytes`` (default: :data:`DEFAULT_MAX_BYTES` or half the host memory
+available now, whichever is less; ``DSRT_NIR_MAX_BYTES`` overrides it) is a
+:class:`~dsrt_neuro.errors.NetworkError` naming the file, the node and the size. Groups nested
+more than :data:`MAX_GROUP_DEPTH` deep, and arrays holding NaN or infinite values, are refused the
+same way.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import numpy as np
 
+from dsrt.errors import format_bytes
+
 from .errors import NetworkError, UnsupportedNodeError
 from .network import Network
 
-__all__ = ["from_nir", "NEURON_NODES", "TRANSFORM_NODES"]
+__all__ = ["from_nir", "NEURON_NODES", "TRANSFORM_NODES", "MAX_GROUP_DEPTH", "DEFAULT_MAX_BYTES", "default_max_bytes"]
+
+#: Deepest nesting of HDF5 groups (graphs in graphs) a file may have.
+MAX_GROUP_DEPTH = 32
+#: Bytes per element of every array once imported (float64).
+_ITEM = 8
+#: Default budget of one import's arrays (1 GiB: a dense 11,585 x 11,585 float64 matrix, far more
+#: synapses than the default chip's 16 MiB of synapse memory can hold).
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+def default_max_bytes() -> int:
+    """``DSRT_NIR_MAX_BYTES`` when set, else :data:`DEFAULT_MAX_BYTES` or half the host memory
+    available now, whichever is less (bytes)."""
+    text = os.environ.get("DSRT_NIR_MAX_BYTES", "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            raise NetworkError(f"DSRT_NIR_MAX_BYTES='{text}' is not an integer") from None
+    avail = 0
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not avail:
+        try:
+            avail = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            avail = 8 << 30
+    return min(DEFAULT_MAX_BYTES, avail // 2)
+
+
+def _prescan(path: str, max_bytes: int) -> None:
+    """Refuse a file that is not a regular file, nests groups too deeply, or holds more than ``max_bytes``
+    of arrays (as float64), reading only its metadata."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise NetworkError(f"{path}: cannot read NIR file: {reason}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NetworkError(f"{path}: not a regular file; an NIR file is an HDF5 file")
+    finally:
+        os.close(fd)
+    import h5py
+
+    found: list[tuple[str, tuple[int, ...], int]] = []
+    deep: list[str] = []
+
+    def visit(name: str, obj: Any) -> Any:
+        if name.count("/") > MAX_GROUP_DEPTH:
+            deep.append(name)
+            return True  # stops the walk
+        if isinstance(obj, h5py.Dataset):
+            shape = tuple(int(d) for d in (obj.shape or ()))
+            n = 1
+            for d in shape:
+                n *= d
+            found.append((name, shape, n * max(_ITEM, obj.dtype.itemsize)))
+        return None
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except NetworkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py's errors for a file that is not HDF5
+        raise NetworkError(f"{path}: not a readable NIR (HDF5) file: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if deep:
+        raise NetworkError(f"{path}: groups nested more than {MAX_GROUP_DEPTH} deep at '{deep[0][:120]}...'")
+    total = 0
+    for name, shape, nbytes in found:
+        if nbytes > max_bytes:
+            raise NetworkError(f"{path}: '{name}' of shape {shape} needs {format_bytes(nbytes)} as float64; the"
+                               f" budget is {format_bytes(max_bytes)} (DSRT_NIR_MAX_BYTES); refusing before reading it")
+        total += nbytes
+    if total > max_bytes:
+        raise NetworkError(f"{path}: its arrays need {format_bytes(total)} as float64; the budget is"
+                           f" {format_bytes(max_bytes)} (DSRT_NIR_MAX_BYTES)")
 
 NEURON_NODES = {"LIF": "lif", "CubaLIF": "cuba_lif", "IF": "if", "LI": "li", "CubaLI": "cuba_li", "I": "i"}
 TRANSFORM_NODES = ("Linear", "Affine", "Scale", "Flatten", "Conv2d")
@@ -79,9 +177,11 @@ def _conv2d_matrix(name: str, node: Any, in_shape: tuple[int, ...]) -> np.ndarra
 
 
 class _Importer:
-    def __init__(self, graph: Any, dt: float) -> None:
+    def __init__(self, graph: Any, dt: float, max_bytes: int, where: str) -> None:
         self.g = graph
         self.dt = dt
+        self.max_bytes = max_bytes
+        self.where = where
         self.preds: dict[str, list[str]] = {k: [] for k in graph.nodes}
         for a, b in graph.edges:
             a, b = a.split(".")[0], b.split(".")[0]
@@ -90,6 +190,13 @@ class _Importer:
             self.preds[b].append(a)
         self.size: dict[str, int] = {}
         self.shape: dict[str, tuple[int, ...]] = {}
+
+    def dense(self, rows: int, cols: int, name: str, what: str) -> None:
+        """Refuse a dense float64 ``rows x cols`` matrix past the byte budget, before it is made."""
+        nbytes = rows * cols * _ITEM
+        if nbytes > self.max_bytes:
+            raise NetworkError(f"{self.where}NIR node '{name}': {what} of {rows} x {cols} needs {format_bytes(nbytes)};"
+                               f" the budget is {format_bytes(self.max_bytes)} (DSRT_NIR_MAX_BYTES)")
 
     def kind(self, name: str) -> str:
         k = type(self.g.nodes[name]).__name__
@@ -114,7 +221,12 @@ class _Importer:
         node = self.g.nodes[name]
         if k == "Input" or k in NEURON_NODES:
             shp = self.source_shape(name)
-            n = int(np.prod(shp))
+            if any(d < 0 for d in shp):
+                raise NetworkError(f"{self.where}NIR node '{name}': negative size in shape {shp}")
+            n = 1
+            for d in shp:
+                n *= d
+            self.dense(n, n, name, "an identity")
             return {name: np.eye(n)}, np.zeros(n), shp
         if k == "Output":
             raise NetworkError(f"NIR node '{name}' (Output) feeds another node")
@@ -125,6 +237,9 @@ class _Importer:
             s = _flat(node.scale)
             return {src: s[:, None] * m for src, m in terms.items()}, s * bias, shp
         if k == "Conv2d":
+            wshape = np.shape(node.weight)
+            if len(shp) == 3 and len(wshape) == 4:
+                self.dense(int(wshape[0]) * shp[1] * shp[2], shp[0] * shp[1] * shp[2], name, "an unrolled convolution")
             w = _conv2d_matrix(name, node, shp)
             b = np.asarray(node.bias, np.float64)
             cout = node.weight.shape[0]
@@ -134,6 +249,8 @@ class _Importer:
         w = np.asarray(node.weight, np.float64)
         if w.ndim != 2 or w.shape[1] != bias.size:
             raise NetworkError(f"NIR node '{name}' ({k}): weight shape {w.shape} does not take {bias.size} inputs")
+        for m in terms.values():
+            self.dense(w.shape[0], m.shape[1], name, "a composed weight matrix")
         b = _flat(node.bias) if k == "Affine" else np.zeros(w.shape[0])
         return {src: w @ m for src, m in terms.items()}, w @ bias + b, (w.shape[0],)
 
@@ -185,18 +302,47 @@ class _Importer:
         return net
 
 
-def from_nir(graph: Any, dt: float) -> Network:
-    """Build a Network from an ``nir.NIRGraph`` or an NIR file path (``dt`` in seconds, for checks)."""
+def from_nir(graph: Any, dt: float, *, max_bytes: int | None = None) -> Network:
+    """Build a Network from an ``nir.NIRGraph`` or an NIR file path (``dt`` in seconds, for checks).
+
+    ``max_bytes`` bounds the float64 arrays read from a file and every dense matrix the import forms
+    (default :func:`default_max_bytes`); it is checked before allocating. Every problem with the file
+    or the graph is a :class:`~dsrt_neuro.errors.NetworkError` whose message names the file.
+    """
     import nir
 
+    budget = default_max_bytes() if max_bytes is None else int(max_bytes)
+    where = ""
     if isinstance(graph, (str, bytes)) or hasattr(graph, "__fspath__"):
+        path = os.fsdecode(graph)
+        where = f"{path}: "
+        _prescan(path, budget)
         try:
-            graph = nir.read(graph)
-        except Exception as exc:
-            raise NetworkError(f"{graph}: cannot read NIR file: {type(exc).__name__}: {exc}") from exc
+            graph = nir.read(path)
+        except RecursionError:
+            raise NetworkError(f"{path}: cannot read NIR file: graphs nested too deeply") from None
+        except Exception as exc:  # noqa: BLE001 - the nir package's errors for a malformed file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise NetworkError(f"{path}: cannot read NIR file: {type(exc).__name__}: {first[:300]}") from None
     if not isinstance(graph, nir.NIRGraph):
         raise NetworkError(f"expected an NIR graph or file, got {type(graph).__name__}")
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):
-            raise UnsupportedNodeError(f"NIR node '{name}' is a nested graph; flatten it first", node=name)
-    return _Importer(graph, dt).build()
+            raise UnsupportedNodeError(f"{where}NIR node '{name}' is a nested graph; flatten it first", node=name)
+        for field_name, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+                raise NetworkError(f"{where}NIR node '{name}': '{field_name}' holds NaN or infinite values")
+    try:
+        return _Importer(graph, dt, budget, where).build()
+    except UnsupportedNodeError as exc:
+        if where and not str(exc).startswith(where):
+            raise UnsupportedNodeError(where + str(exc), node=exc.node) from None
+        raise
+    except NetworkError as exc:
+        if where and not str(exc).startswith(where) and type(exc) is NetworkError:
+            raise NetworkError(where + str(exc)) from None
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        # Values the nir package accepted but that do not make a network (mismatched shapes, odd types).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NetworkError(f"{where}the NIR graph does not make a network: {type(exc).__name__}: {first[:300]}") from None

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dsrt.errors import ConfigurationError
 from dsrt.hookspecs import CliCommand
 
 __all__ = ["COMMAND"]
@@ -38,12 +40,13 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     from .device import QpuDevice
     from .qasm import load_qasm
 
-    circuit = load_qasm(args.file if args.file.endswith((".qasm", ".qasm2", ".qasm3")) else open(args.file).read())
+    if args.statevector is not None:
+        _check_output(args.statevector, "--statevector")
+    # Whatever its name, FILE is a file: read it as one (bounded, UTF-8, regular files only).
+    circuit = load_qasm(Path(args.file))
     rt = make()
     dev = rt.device(args.device)
     if not isinstance(dev, QpuDevice):
-        from dsrt.errors import ConfigurationError
-
         raise ConfigurationError(f"{dev.id} is not a QPU (use --device qpu:N)")
     shots = args.shots if circuit.has_measurements else 0
     res = dev.run(circuit, shots=shots, seed=args.seed, return_state=args.statevector is not None,
@@ -51,7 +54,10 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     if args.statevector is not None:
         state = res.statevector if res.statevector is not None else res.density_matrix
         if state is not None:
-            np.save(args.statevector, state)
+            try:
+                np.save(args.statevector, state)
+            except OSError as exc:
+                raise ConfigurationError(f"--statevector {args.statevector}: cannot write: {exc.strerror or exc}") from None
     if args.json:
         out = res.to_dict()
         out["file"] = args.file
@@ -66,6 +72,16 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
         print(f"# {res.shots} shots on {res.device} in {res.seconds:.3f} s host time,"
               f" {res.modelled_seconds:.6f} s modelled QPU time")
     return 0
+
+
+def _check_output(path: str, option: str) -> None:
+    """Refuse, before any work, an output file whose folder does not exist (or that is a folder)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigurationError(f"{option} {path}: folder '{parent}' does not exist")
+    if p.is_dir():
+        raise ConfigurationError(f"{option} {path}: is a folder; give a file name")
 
 
 COMMAND = CliCommand(name="quantum", help="simulated quantum processor: run OpenQASM programs",

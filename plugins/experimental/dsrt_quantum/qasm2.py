@@ -9,9 +9,11 @@ where called), ``U``/``CX``, register broadcasting, ``measure``, ``reset``, ``ba
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from dsrt.errors import ConfigurationError
 from .circuit import Circuit, CircuitError, Instruction
 from .gates import GATES, gate_matrix
 
-__all__ = ["QasmError", "parse_qasm2"]
+__all__ = ["QasmError", "QasmLimits", "parse_qasm2", "read_qasm_file", "check_nesting"]
 
 
 class QasmError(ConfigurationError):
@@ -30,6 +32,117 @@ class QasmError(ConfigurationError):
         self.file, self.line, self.column, self.detail = file, line, column, message
         where = ":".join(str(p) for p in (file, line, column) if p is not None)
         super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class QasmLimits:
+    """Budgets of one OpenQASM program, checked before the work they bound.
+
+    ``max_qubits``/``max_clbits``: register bits in total; ``max_operations``: instructions after
+    gate definitions are expanded and registers broadcast (counted before expanding; one million
+    instructions take about 0.7 GB of memory); ``max_include_depth``: nested ``include`` files;
+    ``max_bytes``: one source file; ``max_nesting``: parentheses/brackets/braces and unary signs
+    nested in one place; ``max_expression_tokens``: tokens of one angle expression. Each can be set
+    with ``DSRT_QASM_<NAME>`` (e.g. ``DSRT_QASM_MAX_OPERATIONS``).
+    """
+
+    max_qubits: int = 64
+    max_clbits: int = 4096
+    max_operations: int = 1_000_000
+    max_include_depth: int = 8
+    max_bytes: int = 4 << 20
+    max_nesting: int = 64
+    max_expression_tokens: int = 4096
+
+    @classmethod
+    def from_env(cls) -> QasmLimits:
+        """The defaults, each replaced by ``DSRT_QASM_<NAME>`` when that variable is set."""
+        values: dict[str, int] = {}
+        for f in fields(cls):
+            var = "DSRT_QASM_" + f.name.upper()
+            text = os.environ.get(var, "").strip()
+            if text:
+                try:
+                    values[f.name] = int(text)
+                except ValueError:
+                    raise ConfigurationError(f"{var}='{text}' is not an integer") from None
+                if values[f.name] < 1:
+                    raise ConfigurationError(f"{var} must be positive, got {text}")
+        return cls(**values)
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def read_qasm_file(path: Path, *, shown: str, limits: QasmLimits, at: tuple[str, int, int] | None = None) -> str:
+    """The text of a source file, which must be a regular UTF-8 file of at most ``limits.max_bytes``.
+
+    The file is opened non-blocking and checked on its descriptor, so ``/dev/zero``, a FIFO or a
+    directory is refused without blocking. Errors are located at ``at`` (``file, line, column`` of
+    an include) when given, else at the file itself; bytes that are not UTF-8 at their line and column.
+    """
+    where = {"file": shown} if at is None else {"file": at[0], "line": at[1], "column": at[2]}
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise QasmError(f"cannot read '{shown}': {reason}", **where) from None  # type: ignore[arg-type]
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+            raise QasmError(f"'{shown}' is {kind}; an OpenQASM source must be a regular file",
+                            **where)  # type: ignore[arg-type]
+        if st.st_size > limits.max_bytes:
+            raise QasmError(f"'{shown}' is {st.st_size} bytes; the limit is {limits.max_bytes}"
+                            " (DSRT_QASM_MAX_BYTES)", **where)  # type: ignore[arg-type]
+        raw = b""
+        while len(raw) <= limits.max_bytes:
+            chunk = os.read(fd, min(1 << 20, limits.max_bytes + 1 - len(raw)))
+            if not chunk:
+                break
+            raw += chunk
+    except OSError as exc:
+        raise QasmError(f"cannot read '{shown}': {exc.strerror or exc}", **where) from None  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    if len(raw) > limits.max_bytes:
+        raise QasmError(f"'{shown}' is over {limits.max_bytes} bytes (DSRT_QASM_MAX_BYTES)", **where)  # type: ignore[arg-type]
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise QasmError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", file=shown, line=line, column=col) from None
+
+
+_NEST = re.compile(r'//[^\n]*|/\*.*?\*/|"[^"\n]*"|[(\[{]|[)\]}]|[-+~!](?:\s*[-+~!])*', re.S)
+
+
+def check_nesting(text: str, *, file: str, limits: QasmLimits) -> None:
+    """Refuse brackets or unary signs nested past ``limits.max_nesting`` (before any recursive parser sees them)."""
+    depth = 0
+    for m in _NEST.finditer(text):
+        s = m.group()
+        c = s[0]
+        if c in "([{":
+            depth += 1
+            if depth > limits.max_nesting:
+                line, col = _line_col(text, m.start())
+                raise QasmError(f"brackets nested more than {limits.max_nesting} deep", file=file, line=line,
+                                column=col)
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        elif c in "-+~!" and len(s) > limits.max_nesting:
+            signs = sum(ch in "-+~!" for ch in s)
+            if signs > limits.max_nesting:
+                line, col = _line_col(text, m.start())
+                raise QasmError(f"{signs} unary signs in a row; at most {limits.max_nesting}", file=file, line=line,
+                                column=col)
 
 
 _TOKEN = re.compile(r"""
@@ -89,10 +202,16 @@ def _tokenize(text: str, file: str) -> list[Tok]:
 
 
 class _Parser:
-    def __init__(self, text: str, file: str, base: Path | None) -> None:
+    def __init__(self, text: str, file: str, base: Path | None, limits: QasmLimits | None = None,
+                 stack: tuple[Path, ...] = ()) -> None:
         self.file = file
         self.base = base
+        self.limits = limits or QasmLimits.from_env()
+        self.stack = stack
+        check_nesting(text, file=file, limits=self.limits)
         self.toks = _tokenize(text, file)
+        self.costs: dict[str, int] = {}
+        self.count = 0
         self.i = 0
         self.gates: dict[str, _GateDef] = {}
         self.qelib = False
@@ -138,7 +257,11 @@ class _Parser:
                 raise self.err(f"this reader takes OpenQASM 2.0, got version {v.text}", v)
             self.expect(";")
         while self.peek().kind != "eof":
-            self.statement()
+            start = self.peek()
+            try:
+                self.statement()
+            except RecursionError:
+                raise self.err("statement nested too deeply", start) from None
 
     def statement(self) -> None:
         t = self.peek()
@@ -157,11 +280,17 @@ class _Parser:
             size_t = self.expect(kind="int")
             self.expect("]")
             self.expect(";")
-            size = int(size_t.text)
+            size = self.integer(size_t)
             if size < 1:
                 raise self.err("a register needs at least one bit", size_t)
             if name.text in self.qregs or name.text in self.cregs:
                 raise self.err(f"register '{name.text}' is already declared", name)
+            have, cap, var = ((self.nq, self.limits.max_qubits, "MAX_QUBITS") if word == "qreg"
+                              else (self.nc, self.limits.max_clbits, "MAX_CLBITS"))
+            if have + size > cap:
+                raise self.err(f"{word} '{name.text}[{size}]' brings the program to {have + size}"
+                               f" {'qubits' if word == 'qreg' else 'bits'}; the limit is {cap} (DSRT_QASM_{var})",
+                               size_t)
             if word == "qreg":
                 self.qregs[name.text] = (self.nq, size)
                 self.nq += size
@@ -180,7 +309,7 @@ class _Parser:
             val = self.expect(kind="int")
             self.expect(")")
             off, size = self.cregs[creg.text]
-            self.qop(condition=(tuple(range(off, off + size)), int(val.text)))
+            self.qop(condition=(tuple(range(off, off + size)), self.integer(val)))
         else:
             self.qop()
 
@@ -191,12 +320,19 @@ class _Parser:
             return
         path = (self.base / name) if self.base else Path(name)
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise self.err(f"cannot include '{name}': {exc.strerror or exc}", s) from None
-        sub = _Parser(text, str(path), path.parent)
+            resolved = path.resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise self.err(f"cannot include '{name}': {exc}", s) from None
+        if resolved in self.stack:
+            chain = " -> ".join(p.name for p in (*self.stack[self.stack.index(resolved):], resolved))
+            raise self.err(f"include cycle: {chain}", s)
+        if len(self.stack) > self.limits.max_include_depth:
+            raise self.err(f"includes nested more than {self.limits.max_include_depth} deep", s)
+        text = read_qasm_file(path, shown=str(path), limits=self.limits, at=(self.file, s.line, s.col))
+        sub = _Parser(text, str(path), path.parent, self.limits, (*self.stack, resolved))
         sub.gates, sub.qelib = self.gates, self.qelib
         sub.program(header=text.lstrip().startswith("OPENQASM"))
+        self.costs.clear()
         self.qelib = sub.qelib
         if sub.nq or sub.nc or sub.ops:
             raise self.err(f"'{name}' may only define gates", s)
@@ -233,6 +369,43 @@ class _Parser:
                         raise self.err(f"'{a}' is not an argument of gate '{name.text}'", gt)
                 body.append((gt, exprs, gargs))
         self.gates[name.text] = _GateDef(name.text, params, args, body, opaque)
+        self.costs.clear()
+
+    def cost(self, t: Tok, depth: int = 0) -> int:
+        """Instructions one call of gate ``t`` expands to, counted without expanding (memoised)."""
+        g = self.gates.get(t.text)
+        if g is None or g.opaque:
+            return 1
+        if t.text in self.costs:
+            return self.costs[t.text]
+        if depth > 64:
+            raise self.err(f"gate '{t.text}' expands recursively", t)
+        total = sum(self.cost(gt, depth + 1) for gt, _e, _a in g.body)
+        self.costs[t.text] = total
+        return total
+
+    def integer(self, tok: Tok) -> int:
+        """An integer token's value; more than 18 digits is refused (no register or index is that large)."""
+        if len(tok.text) > 18:
+            raise self.err(f"integer of {len(tok.text)} digits is too large", tok)
+        return int(tok.text)
+
+    def angles(self, exprs: list[Expr], env: dict[str, float], tok: Tok) -> list[float]:
+        """Evaluate angle expressions; an overflow, a complex or a non-finite value is a located error."""
+        out = []
+        for e in exprs:
+            try:
+                v = e(env)
+            except OverflowError:
+                raise self.err("angle overflows a float", tok) from None
+            except ZeroDivisionError:
+                raise self.err("division by zero", tok) from None
+            except RecursionError:
+                raise self.err("angle expression nested too deeply", tok) from None
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise self.err(f"angle {v!r} is not a finite real number", tok)
+            out.append(float(v))
+        return out
 
     def idlist(self) -> list[str]:
         out = [self.expect(kind="id").text]
@@ -242,45 +415,72 @@ class _Parser:
 
     # ------------------------------------------------------------------ expressions
     def explist(self, names: set[str]) -> list[Expr]:
+        start = self.peek()
+        first = self.i
         out = [self.expr(names)]
         while self.accept(","):
             out.append(self.expr(names))
+        if self.i - first > self.limits.max_expression_tokens:
+            raise self.err(f"angle expressions of {self.i - first} tokens; at most {self.limits.max_expression_tokens}",
+                           start)
         return out
 
+    # Operator chains are parsed and evaluated with loops, not nested closures, so a long chain
+    # cannot exhaust the interpreter's stack; only brackets nest (bounded by check_nesting).
     def expr(self, names: set[str]) -> Expr:
-        left = self.term(names)
+        first = self.term(names)
+        rest: list[tuple[str, Expr]] = []
         while self.peek().text in ("+", "-"):
             op = self.next().text
-            right = self.term(names)
-            left = (lambda a, b: lambda env: a(env) + b(env))(left, right) if op == "+" else \
-                (lambda a, b: lambda env: a(env) - b(env))(left, right)
-        return left
+            rest.append((op, self.term(names)))
+        if not rest:
+            return first
+
+        def add(env: dict[str, float]) -> float:
+            v = first(env)
+            for op, t in rest:
+                v = v + t(env) if op == "+" else v - t(env)
+            return v
+        return add
 
     def term(self, names: set[str]) -> Expr:
-        left = self.power(names)
+        first = self.power(names)
+        rest: list[tuple[Tok, Expr]] = []
         while self.peek().text in ("*", "/"):
             op_t = self.next()
-            right = self.power(names)
-            if op_t.text == "*":
-                left = (lambda a, b: lambda env: a(env) * b(env))(left, right)
-            else:
-                left = (lambda a, b, t: lambda env: _div(a(env), b(env), t, self))(left, right, op_t)
-        return left
+            rest.append((op_t, self.power(names)))
+        if not rest:
+            return first
+
+        def mul(env: dict[str, float]) -> float:
+            v = first(env)
+            for op_t, f in rest:
+                v = v * f(env) if op_t.text == "*" else _div(v, f(env), op_t, self)
+            return v
+        return mul
 
     def power(self, names: set[str]) -> Expr:
-        base = self.unary(names)
-        if self.accept("^"):
-            exp = self.power(names)
-            return lambda env: base(env) ** exp(env)
-        return base
+        parts = [self.unary(names)]
+        while self.accept("^"):
+            parts.append(self.unary(names))
+        if len(parts) == 1:
+            return parts[0]
+
+        def pw(env: dict[str, float]) -> float:
+            v = parts[-1](env)
+            for base in reversed(parts[:-1]):  # right-associative
+                v = base(env) ** v
+            return v
+        return pw
 
     def unary(self, names: set[str]) -> Expr:
-        if self.accept("-"):
-            inner = self.unary(names)
+        negate = False
+        while self.peek().text in ("-", "+") and self.peek().kind == "op":
+            negate ^= self.next().text == "-"
+        inner = self.primary(names)
+        if negate:
             return lambda env: -inner(env)
-        if self.accept("+"):
-            return self.unary(names)
-        return self.primary(names)
+        return inner
 
     def primary(self, names: set[str]) -> Expr:
         t = self.next()
@@ -315,7 +515,7 @@ class _Parser:
         if self.accept("["):
             idx = self.expect(kind="int")
             self.expect("]")
-            k = int(idx.text)
+            k = self.integer(idx)
             if k >= size:
                 raise self.err(f"index {k} out of range for {what} register '{name.text}[{size}]'", idx)
             return name, [off + k]
@@ -357,14 +557,24 @@ class _Parser:
             if len(sizes) > 1:
                 raise self.err(f"gate '{t.text}': registers of different sizes {sorted(sizes)}", t)
             reps = sizes.pop() if sizes else 1
-            angles = [e({}) for e in exprs]
+            angles = self.angles(exprs, {}, t)
+            self.reserve(reps * self.cost(t), t)
             for r in range(reps):
                 qubits = [a[r] if len(a) > 1 else a[0] for a in args]
                 self.call(t, angles, qubits, condition, depth=0)
         else:
             raise self.err(f"expected a quantum operation, got {t.text!r}", t)
 
+    def reserve(self, n: int, tok: Tok) -> None:
+        """Count ``n`` instructions about to be emitted; refuse past ``limits.max_operations`` before emitting."""
+        if self.count + n > self.limits.max_operations:
+            raise self.err(f"'{tok.text}' brings the program to {self.count + n} instructions after gate"
+                           f" expansion; the limit is {self.limits.max_operations} (DSRT_QASM_MAX_OPERATIONS)", tok)
+        self.count += n
+
     def emit(self, tok: Tok, inst: Instruction) -> None:
+        if inst.kind != "gate":  # gates were reserved with their expansion
+            self.reserve(1, tok)
         self.ops.append((tok, inst))
 
     def call(self, t: Tok, angles: list[float], qubits: list[int],
@@ -383,7 +593,7 @@ class _Parser:
             env = dict(zip(g.params, angles, strict=True))
             amap = dict(zip(g.args, qubits, strict=True))
             for gt, exprs, gargs in g.body:
-                self.call(gt, [e(env) for e in exprs], [amap[a] for a in gargs], condition, depth + 1)
+                self.call(gt, self.angles(exprs, env, gt), [amap[a] for a in gargs], condition, depth + 1)
             return
         builtin = t.text in ("U", "CX") or (self.qelib and t.text in GATES)
         if not builtin:
@@ -424,13 +634,24 @@ def _div(a: float, b: float, t: Tok, p: _Parser) -> float:
 def _call(fn: Callable[[float], float], x: float, t: Tok, p: _Parser) -> float:
     try:
         return fn(x)
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError, TypeError) as exc:
         raise p.err(f"{t.text}({x}): {exc}", t) from None
 
 
-def parse_qasm2(text: str, *, file: str = "<qasm>", name: str | None = None) -> Circuit:
-    """Parse OpenQASM 2.0 source into a circuit; includes resolve relative to ``file``'s folder."""
+def parse_qasm2(text: str, *, file: str = "<qasm>", name: str | None = None,
+                limits: QasmLimits | None = None) -> Circuit:
+    """Parse OpenQASM 2.0 source into a circuit; includes resolve relative to ``file``'s folder.
+
+    ``limits`` (default :meth:`QasmLimits.from_env`) bounds registers, instructions after expansion,
+    includes and nesting; every refusal is a :class:`QasmError` at the offending line and column.
+    """
     base = Path(file).parent if file and not file.startswith("<") else None
-    p = _Parser(text, file, base)
+    stack: tuple[Path, ...] = ()
+    if base is not None:
+        try:
+            stack = (Path(file).resolve(),)
+        except (OSError, ValueError, RuntimeError):
+            stack = ()
+    p = _Parser(text, file, base, limits, stack)
     p.program()
     return p.circuit(name or (Path(file).stem if base else "qasm"))

@@ -9,6 +9,8 @@ modifiers, ``measure`` (``c = measure q`` and ``measure q -> c``), ``reset``, ``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
 from collections.abc import Callable
@@ -16,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .circuit import Circuit, Instruction
+from .circuit import MAX_GATE_QUBITS, Circuit, Instruction
 from .gates import GATES, controlled, gate_matrix
-from .qasm2 import QasmError, assemble
+from .qasm2 import QasmError, QasmLimits, assemble, check_nesting
 
 __all__ = ["parse_qasm3"]
 
@@ -31,8 +33,11 @@ _X = np.array([[0, 1], [1, 0]], dtype=np.complex128)
 
 
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, limits: QasmLimits | None = None) -> None:
         self.file = file
+        self.limits = limits or QasmLimits.from_env()
+        self.count = 0
+        self.costs: dict[str, int] = {}
         self.std = False
         self.qregs: dict[str, tuple[int, int]] = {}
         self.cregs: dict[str, tuple[int, int]] = {}
@@ -42,8 +47,58 @@ class _Builder:
 
     def err(self, msg: str, node: Any) -> QasmError:
         span = getattr(node, "span", None)
-        return QasmError(msg, file=self.file, line=getattr(span, "start_line", None),
-                         column=None if span is None else span.start_column + 1)
+        line = getattr(span, "start_line", None)
+        col = getattr(span, "start_column", None)
+        return QasmError(msg, file=self.file, line=line if isinstance(line, int) else None,
+                         column=col + 1 if isinstance(col, int) else None)
+
+    def real(self, e: Any, env: dict[str, float]) -> float:
+        """A finite real value of an expression; overflow, complex and non-finite values are located errors."""
+        try:
+            v = self.value(e, env)
+        except OverflowError:
+            raise self.err("value overflows a float", e) from None
+        except (ValueError, ZeroDivisionError, TypeError) as exc:
+            raise self.err(f"cannot evaluate: {exc}", e) from None
+        except RecursionError:
+            raise self.err("expression nested too deeply", e) from None
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.err(f"value {v!r} is not a finite real number", e)
+        return float(v)
+
+    def integer(self, e: Any, what: str, lo: int, hi: int) -> int:
+        """An integer in ``[lo, hi]`` (a size, an index, a modifier argument)."""
+        v = self.real(e, {})
+        if v != int(v):
+            raise self.err(f"{what} must be an integer, got {v}", e)
+        if not lo <= v <= hi:
+            raise self.err(f"{what} {int(v) if abs(v) < 1e18 else v} is out of range ({lo} to {hi})", e)
+        return int(v)
+
+    def reserve(self, n: int, node: Any) -> None:
+        """Count ``n`` instructions about to be emitted; refuse past ``limits.max_operations`` before emitting."""
+        if self.count + n > self.limits.max_operations:
+            raise self.err(f"this brings the program to {self.count + n} instructions after gate expansion; the"
+                           f" limit is {self.limits.max_operations} (DSRT_QASM_MAX_OPERATIONS)", node)
+        self.count += n
+
+    def cost(self, name: str, node: Any, depth: int = 0) -> int:
+        """Instructions one call of ``name`` (without modifiers) expands to, counted without expanding."""
+        from openqasm3 import ast
+
+        d = self.gates.get(name)
+        if d is None:
+            return 1
+        if name in self.costs:
+            return self.costs[name]
+        if depth > 64:
+            raise self.err(f"gate '{name}' expands recursively", node)
+        total = 0
+        for st in d.body:
+            if isinstance(st, ast.QuantumGate):
+                total += 1 if st.modifiers else self.cost(st.name.name, st, depth + 1)
+        self.costs[name] = total
+        return total
 
     # ------------------------------------------------------------------ expressions
     def value(self, e: Any, env: dict[str, float]) -> float:
@@ -100,9 +155,7 @@ class _Builder:
             off, size = regs[name]
             if len(node.indices) != 1 or not isinstance(node.indices[0], list) or len(node.indices[0]) != 1:
                 raise self.err("only single indices like q[3] are supported", node)
-            idx = int(self.value(node.indices[0][0], {}))
-            if not -size <= idx < size:
-                raise self.err(f"index {idx} out of range for '{name}[{size}]'", node)
+            idx = self.integer(node.indices[0][0], "index", -size, size - 1)
             return [off + idx % size]
         raise self.err(f"unsupported operand {type(node).__name__}", node)
 
@@ -115,16 +168,28 @@ class _Builder:
                 raise self.err(f"cannot include '{s.filename}' (only stdgates.inc)", s)
             self.std = True
         elif isinstance(s, ast.QubitDeclaration):
-            size = 1 if s.size is None else int(self.value(s.size, {}))
+            cap = self.limits.max_qubits - self.nq
+            size = 1 if s.size is None else self.integer(s.size, "register size", 1, max(cap, 1))
+            if size > cap:
+                raise self.err(f"'{s.qubit.name}' brings the program past {self.limits.max_qubits} qubits"
+                               " (DSRT_QASM_MAX_QUBITS)", s)
             self.declare(self.qregs, s.qubit.name, size, s, quantum=True)
         elif isinstance(s, ast.ClassicalDeclaration):
             if not isinstance(s.type, ast.BitType) or s.init_expression is not None:
                 raise self.err("only uninitialised bit registers are supported", s)
-            size = 1 if s.type.size is None else int(self.value(s.type.size, {}))
+            cap = self.limits.max_clbits - self.nc
+            size = 1 if s.type.size is None else self.integer(s.type.size, "register size", 1, max(cap, 1))
+            if size > cap:
+                raise self.err(f"'{s.identifier.name}' brings the program past {self.limits.max_clbits} bits"
+                               " (DSRT_QASM_MAX_CLBITS)", s)
             self.declare(self.cregs, s.identifier.name, size, s, quantum=False)
         elif isinstance(s, ast.QuantumGateDefinition):
             self.gates[s.name.name] = s
+            self.costs.clear()
         elif isinstance(s, ast.QuantumGate):
+            operands = [self.operand(q, self.qregs, "qubit", None) for q in s.qubits]
+            reps = max([len(o) for o in operands] + [1])
+            self.reserve(reps * (1 if s.modifiers else self.cost(s.name.name, s)), s)
             self.gate_call(s, {}, None, condition)
         elif isinstance(s, ast.QuantumMeasurementStatement):
             qs = self.operand(s.measure.qubit, self.qregs, "qubit", None)
@@ -133,13 +198,17 @@ class _Builder:
             cs = self.operand(s.target, self.cregs, "bit", None)
             if len(qs) != len(cs):
                 raise self.err(f"measure: {len(qs)} qubit(s) into {len(cs)} bit(s)", s)
+            self.reserve(len(qs), s)
             for q, c in zip(qs, cs, strict=True):
                 self.ops.append((s, Instruction("measure", "measure", (q,), clbits=(c,), condition=condition)))
         elif isinstance(s, ast.QuantumReset):
-            for q in self.operand(s.qubits, self.qregs, "qubit", None):
+            resets = self.operand(s.qubits, self.qregs, "qubit", None)
+            self.reserve(len(resets), s)
+            for q in resets:
                 self.ops.append((s, Instruction("reset", "reset", (q,), condition=condition)))
         elif isinstance(s, ast.QuantumBarrier):
             qs = [q for node in s.qubits for q in self.operand(node, self.qregs, "qubit", None)]
+            self.reserve(1, s)
             self.ops.append((s, Instruction("barrier", "barrier", tuple(dict.fromkeys(qs)) or
                                             tuple(range(self.nq)))))
         elif isinstance(s, ast.QuantumPhase):
@@ -168,7 +237,7 @@ class _Builder:
 
         if isinstance(e, ast.BinaryExpression) and e.op.name == "==":
             bits = self.operand(e.lhs, self.cregs, "bit", None)
-            return tuple(bits), int(self.value(e.rhs, {}))
+            return tuple(bits), self.integer(e.rhs, "condition value", 0, (1 << len(bits)) - 1)
         if isinstance(e, (ast.Identifier, ast.IndexedIdentifier)):
             bits = self.operand(e, self.cregs, "bit", None)
             if len(bits) == 1:
@@ -181,7 +250,7 @@ class _Builder:
 
         if depth > 64:
             raise self.err(f"gate '{g.name.name}' expands recursively", g)
-        angles = [self.value(a, env) for a in g.arguments]
+        angles = [self.real(a, env) for a in g.arguments]
         operands = [self.operand(q, self.qregs, "qubit", amap) for q in g.qubits]
         sizes = {len(o) for o in operands if len(o) > 1}
         if len(sizes) > 1:
@@ -217,6 +286,10 @@ class _Builder:
             d = self.gates[name]
             if len(angles) != len(d.arguments):
                 raise self.err(f"gate '{name}' takes {len(d.arguments)} angle(s), got {len(angles)}", g)
+            if len(d.qubits) > MAX_GATE_QUBITS:
+                raise self.err(f"gate '{name}' acts on {len(d.qubits)} qubits; a modified gate may act on at most"
+                               f" {MAX_GATE_QUBITS}", g)
+            self.reserve(self.cost(name, g), g)
             m = _unitary_of(self, d, angles)
         elif known:
             gd = GATES[name]
@@ -226,9 +299,22 @@ class _Builder:
         else:
             hint = ' (add include "stdgates.inc";?)' if name in GATES else ""
             raise self.err(f"unknown gate '{name}'{hint}", g)
-        for mod in reversed(g.modifiers):
+        # The matrix of a modified gate grows with its controls: check the width before building it.
+        width = m.shape[0].bit_length() - 1
+        args = []
+        for mod in g.modifiers:
             kind = mod.modifier.name
-            arg = 1 if mod.argument is None else int(self.value(mod.argument, {}))
+            hi = MAX_GATE_QUBITS if kind in ("ctrl", "negctrl") else 1 << 62
+            lo = 1 if kind in ("ctrl", "negctrl") else -(1 << 62)
+            arg = 1 if mod.argument is None else self.integer(mod.argument, f"{kind} argument", lo, hi)
+            args.append(arg)
+            if kind in ("ctrl", "negctrl"):
+                width += arg
+        if width != nqubits or width > MAX_GATE_QUBITS:
+            raise self.err(f"gate '{name}' with its modifiers acts on {width} qubit(s), got {nqubits}"
+                           f" (at most {MAX_GATE_QUBITS})", g)
+        for mod, arg in reversed(list(zip(g.modifiers, args, strict=True))):
+            kind = mod.modifier.name
             if kind == "inv":
                 m = m.conj().T
             elif kind == "pow":
@@ -250,8 +336,8 @@ class _Builder:
 def _unitary_of(b: _Builder, d: Any, angles: list[float]) -> np.ndarray:
     """The matrix of a user-defined gate (for modifiers applied to it)."""
     k = len(d.qubits)
-    sub = _Builder(b.file)
-    sub.std, sub.gates = b.std, b.gates
+    sub = _Builder(b.file, b.limits)
+    sub.std, sub.gates, sub.costs = b.std, b.gates, b.costs
     sub.qregs = {q.name: (i, 1) for i, q in enumerate(d.qubits)}
     sub.nq = k
     env = {a.name: v for a, v in zip(d.arguments, angles, strict=True)}
@@ -283,21 +369,40 @@ def _locate(exc: BaseException) -> tuple[int | None, int | None, str]:
     return None, None, "the program does not parse"
 
 
-def parse_qasm3(text: str, *, file: str = "<qasm>", name: str = "qasm") -> Circuit:
-    """Parse OpenQASM 3 source into a circuit."""
+def parse_qasm3(text: str, *, file: str = "<qasm>", name: str = "qasm", limits: QasmLimits | None = None) -> Circuit:
+    """Parse OpenQASM 3 source into a circuit.
+
+    ``limits`` (default :meth:`QasmLimits.from_env`) bounds registers, instructions after expansion
+    and nesting. The reference parser is third-party code: what it raises on malformed input (its
+    syntax errors, and internal ``AttributeError``/``RecursionError``... on odd spans) becomes a
+    located :class:`QasmError` here, and what ANTLR would print to stderr is kept out of the output.
+    """
+    lim = limits or QasmLimits.from_env()
     try:
         from openqasm3 import parser
     except ImportError as exc:
         raise QasmError(f"OpenQASM 3 needs the reference parser: pip install 'openqasm3[parser]' ({exc})",
                         file=file) from None
+    check_nesting(text, file=file, limits=lim)
+    chatter = io.StringIO()
     try:
-        program = parser.parse(text)
+        with contextlib.redirect_stderr(chatter):
+            program = parser.parse(text)
     except parser.QASM3ParsingError as exc:
         line, col, msg = _locate(exc)
         raise QasmError(f"syntax error: {msg}", file=file, line=line, column=col) from None
-    b = _Builder(file)
+    except RecursionError:
+        raise QasmError("the program is nested too deeply for the OpenQASM 3 parser", file=file) from None
+    except Exception as exc:  # noqa: BLE001 - the third-party parser's internal failures on bad input
+        line, col, _msg = _locate(exc)
+        raise QasmError(f"the OpenQASM 3 parser cannot read this program ({type(exc).__name__}: {exc})".splitlines()[0],
+                        file=file, line=line, column=col) from None
+    b = _Builder(file, lim)
     for s in program.statements:
-        b.statement(s)
+        try:
+            b.statement(s)
+        except RecursionError:
+            raise b.err("statement nested too deeply", s) from None
     if b.nq == 0:
         raise QasmError("the program declares no qubits", file=file)
     return assemble(b.nq, b.nc, name, b.ops, b.err)

@@ -36,6 +36,25 @@ __all__ = ["Simulator", "QuantumResult", "Timing", "parse_observable", "free_mem
 
 #: Widest register the density-matrix method accepts (its state has 4^n entries).
 MAX_DENSITY_QUBITS = 12
+#: Most shots one run samples; ``DSRT_QUANTUM_MAX_SHOTS`` overrides it. The records must also fit
+#: in the host's free memory (about ``32 + 9 x clbits`` bytes a shot), checked before sampling.
+MAX_SHOTS = 100_000_000
+#: Most shot x step iterations of the trajectory method (mid-circuit measurements, resets, gate
+#: noise), which runs every shot on its own; ``DSRT_QUANTUM_MAX_TRAJECTORY_STEPS`` overrides it.
+MAX_TRAJECTORY_STEPS = 10_000_000
+
+
+def _budget(var: str, default: int) -> int:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigurationError(f"{var}='{text}' is not an integer") from None
+    if value < 1:
+        raise ConfigurationError(f"{var} must be positive, got {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -196,6 +215,29 @@ class Simulator:
             )
         return need
 
+    def check_shots(self, circuit: Circuit, shots: int, *, trajectory_steps: int = 0) -> None:
+        """Refuse, before any work, ``shots`` past the shot budget, records that would not fit in the host's
+        free memory, or (``trajectory_steps`` > 0) a trajectory run of more than the step budget."""
+        max_shots = _budget("DSRT_QUANTUM_MAX_SHOTS", MAX_SHOTS)
+        if shots > max_shots:
+            raise ConfigurationError(f"{self.device_id}: {shots} shots; the limit is {max_shots}"
+                                     " (set DSRT_QUANTUM_MAX_SHOTS to raise it)")
+        if trajectory_steps:
+            work = max(shots, 1) * trajectory_steps
+            max_work = _budget("DSRT_QUANTUM_MAX_TRAJECTORY_STEPS", MAX_TRAJECTORY_STEPS)
+            if work > max_work:
+                raise ConfigurationError(
+                    f"{self.device_id}: {max(shots, 1)} shots x {trajectory_steps} steps run one trajectory each"
+                    f" ({work} steps); the limit is {max_work} (DSRT_QUANTUM_MAX_TRAJECTORY_STEPS)")
+        if shots and circuit.has_measurements:
+            need = shots * (32 + 9 * max(circuit.num_clbits, 1))
+            free = free_memory(self.host)
+            cap = free if self.memory_limit is None else min(free, int(self.memory_limit))
+            if need > cap:
+                raise OutOfMemoryError(device=self.device_id, requested=need, capacity=cap,
+                                       detail=f"{shots} shots of {circuit.num_clbits} bits need"
+                                              f" {format_bytes(need)} of records on host {self.host.id}")
+
     def plan(self, circuit: Circuit) -> list[FusedOp | Instruction]:
         """The steps of one run: fused blocks of plain gates, and everything else in order."""
         steps: list[FusedOp | Instruction] = []
@@ -249,6 +291,8 @@ class Simulator:
         t0 = time.perf_counter()
         single = self.terminal_measurements(circuit) and not self.noise.gate_noise
         self.check_memory(n, extra_per_amp=8 if (single and shots and circuit.has_measurements) else 0)
+        # Before planning: a trajectory runs at most one step per instruction (fusion only merges gates).
+        self.check_shots(circuit, shots, trajectory_steps=0 if single else max(len(circuit.instructions), 1))
         steps = self.plan(circuit)
         sv = StateVector(self.host, n, self.dtype)
         res = QuantumResult(num_qubits=n, shots=shots, method=method, device=self.device_id,
@@ -389,6 +433,7 @@ class Simulator:
             raise ConfigurationError(
                 f"{self.device_id}: the density-matrix method needs every measurement at the end of its qubit")
         self.check_memory(2 * n, what="density matrix")
+        self.check_shots(circuit, shots)
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         model = self._model() if self.fusion else CostModel()
