@@ -110,7 +110,15 @@ class WorkloadItem:
 
 @hookspec
 def dsrt_register_backends() -> list[BackendSpec]:  # type: ignore[empty-body]
-    """Return the backends this plugin provides.
+    """Return the backends this plugin provides (:class:`BackendSpec` records).
+
+    Called once when a :class:`~dsrt.runtime.Runtime` is created, on the thread creating it; do no
+    expensive work here (no hardware calls): devices are found later by ``BackendSpec.probe``,
+    lazily, once per runtime, on the first thread that needs them, with the runtime's lock held. The
+    probe returns :class:`~dsrt.device.Device` objects the runtime then owns, or raises
+    :class:`~dsrt.errors.DeviceUnavailableError` with a one-line reason; any other exception, a
+    malformed device or an id outside the backend's prefix marks the backend failed. A spec whose
+    ``api_version`` this dsrt does not support fails with a ``PluginVersionError``.
 
     Example::
 
@@ -123,6 +131,12 @@ def dsrt_register_backends() -> list[BackendSpec]:  # type: ignore[empty-body]
 @hookspec
 def dsrt_register_kernels() -> list[KernelSpec]:  # type: ignore[empty-body]
     """Return new kernel specs (name, signature, dtype rules, numpy reference).
+
+    Called once when a :class:`~dsrt.runtime.Runtime` is created, on the thread creating it, before
+    any backend is probed. The registry is process-wide: the specs are shared, immutable records. A
+    name that is a standard kernel, belongs to another plugin or is not an identifier fails this
+    plugin (listed in ``Runtime.conflicts``); raising fails it too. The conformance kit checks every
+    device's implementation against the spec's ``reference``.
 
     Example::
 
@@ -138,7 +152,13 @@ def dsrt_kernel_impls(device: Device) -> list[tuple[str, Any, Callable[..., None
     """Return ``(kernel name, dtype names, impl)`` to add to ``device`` (or ``[]``).
 
     Lets a plugin implement a kernel on another plugin's devices. ``impl(inputs, out, params,
-    stream)`` has the :data:`dsrt.device.KernelImpl` signature.
+    stream)`` has the :data:`dsrt.device.KernelImpl` signature and is called like a kernel-table
+    implementation (on the launching thread, operands validated and held in place, ``out``
+    allocated; exceptions translated by the device). This hook is called once per device, when the
+    runtime adopts it during the probe, on the probing thread. By default it only fills kernels the
+    device lacks; ``Runtime(override_kernels=[plugin])`` lets it replace the backend's own. An item
+    that is not such a tuple, or a hook that raises, fails this plugin; a kernel or dtype the device
+    cannot take is refused and listed in ``Runtime.conflicts``.
 
     Example::
 
@@ -154,6 +174,10 @@ def dsrt_kernel_impls(device: Device) -> list[tuple[str, Any, Callable[..., None
 def dsrt_register_policies() -> list[Any]:  # type: ignore[empty-body]
     """Return scheduling policies (``dsrt.scheduler.PolicySpec`` records) selectable by name.
 
+    Called once when the runtime's scheduler is created (first use of ``Runtime.scheduler`` or
+    ``Runtime.map``), on that thread. Records of another type are logged and ignored; a hook that
+    raises fails its plugin.
+
     Example::
 
         @dsrt.hookimpl
@@ -165,6 +189,10 @@ def dsrt_register_policies() -> list[Any]:  # type: ignore[empty-body]
 @hookspec
 def dsrt_register_transports() -> list[Any]:  # type: ignore[empty-body]
     """Return collective transports (``dsrt.collective.TransportSpec`` records).
+
+    Called each time a communicator selects a transport, on the thread building it. A record that is
+    not a ``TransportSpec`` of kind ``'intra'`` or ``'inter'`` raises
+    :class:`~dsrt.errors.ConfigurationError` naming the plugin.
 
     Example::
 
@@ -178,6 +206,10 @@ def dsrt_register_transports() -> list[Any]:  # type: ignore[empty-body]
 def dsrt_cli_commands() -> list[CliCommand]:  # type: ignore[empty-body]
     """Return extra ``dsrt`` subcommands (e.g. ``dsrt quantum run``).
 
+    Called when the ``dsrt`` command builds its parser (main thread), before any runtime exists; the
+    command's ``run`` returns the exit code and should raise :class:`~dsrt.errors.DsrtError` for a
+    user error (printed as one line, exit 2).
+
     Example::
 
         @dsrt.hookimpl
@@ -189,6 +221,10 @@ def dsrt_cli_commands() -> list[CliCommand]:  # type: ignore[empty-body]
 @hookspec
 def dsrt_workload_items() -> list[WorkloadItem]:  # type: ignore[empty-body]
     """Return checks to add to the ``dsrt run`` workload.
+
+    Called when ``dsrt run`` assembles its workload, on the main thread; each item's ``run(device)``
+    is then called for every device its ``applies`` accepts, and a ``DsrtError`` it raises is
+    reported as that check's failure.
 
     Example::
 

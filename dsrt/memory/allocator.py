@@ -64,13 +64,15 @@ class Allocator:
 
     @property
     def memory_bytes(self) -> int:
-        """The device's memory in bytes (the pool's capacity when it has no limit)."""
+        """The device's memory in bytes (the pool's capacity when it has no limit). Read by the pool,
+        on whichever thread checks the capacity; a subclass may return a fresh figure."""
         return self._memory_bytes
 
     # ------------------------------------------------------------------ public, called by the pool
     def allocate(self, nbytes: int) -> Any:
         """Reserve ``nbytes`` bytes of device memory and return its raw handle (owned by the pool
-        until it passes it to :meth:`free`). Called by the pool when it needs a new segment.
+        until it passes it to :meth:`free`). Called by the pool when it needs a new segment, with its
+        lock held, on the thread that is allocating.
 
         Raises :class:`~dsrt.errors.OutOfMemoryError` when the device has no room (the pool then
         frees cached segments, spills, and retries), or another ``DsrtError`` for any other failure.
@@ -87,7 +89,9 @@ class Allocator:
 
     def free(self, handle: Any) -> None:
         """Give ``handle`` (from :meth:`allocate`, no longer used by anything) back to the device.
-        Called by the pool when it trims a segment. Raises ``DsrtError`` on failure."""
+        Called by the pool when it trims a segment, with its lock held, on the trimming thread (the
+        allocating one, an ``empty_cache`` caller, or the idle reaper). Raises ``DsrtError`` on
+        failure."""
         try:
             self._free(handle)
         except DsrtError:
@@ -98,7 +102,8 @@ class Allocator:
     def copy_in(self, handle: Any, offset: int, src: np.ndarray, stream: Stream) -> None:
         """Copy the bytes of contiguous host array ``src`` (the caller owns it; it may be reused as
         soon as this returns) to ``handle`` at byte ``offset``, ordered on ``stream``. Called by the
-        pool when it fetches a spilled allocation. Raises ``DsrtError`` on failure."""
+        pool when it fetches a spilled allocation, with its lock held, on the fetching thread.
+        Raises ``DsrtError`` on failure."""
         try:
             self._copy_in(handle, offset, src, stream)
         except DsrtError:
@@ -109,7 +114,8 @@ class Allocator:
     def copy_out(self, handle: Any, offset: int, dst: np.ndarray, stream: Stream) -> None:
         """Copy ``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into contiguous host array
         ``dst`` (owned by the caller), ordered on ``stream``; complete once :meth:`synchronize`
-        returns. Called by the pool when it spills. Raises ``DsrtError`` on failure."""
+        returns. Called by the pool when it spills, with its lock held, on the allocating thread.
+        Raises ``DsrtError`` on failure."""
         try:
             self._copy_out(handle, offset, dst, stream)
         except DsrtError:
@@ -121,7 +127,8 @@ class Allocator:
                  stream: Stream) -> bool:
         """Copy ``nbytes`` bytes device-to-device, from ``src_handle`` at ``src_offset`` to
         ``dst_handle`` at ``dst_offset`` (both handles of this allocator; the ranges do not
-        overlap), ordered on ``stream``. Called by the pool when compaction moves a live block.
+        overlap), ordered on ``stream``. Called by the pool when compaction moves a live block,
+        with its lock held, on the allocating thread.
         Returns ``False`` when no direct copy is possible (the pool then stages through host memory
         with :meth:`copy_out` and :meth:`copy_in`). Raises ``DsrtError`` on failure."""
         if not self.peer_transfer:
@@ -136,7 +143,7 @@ class Allocator:
     def synchronize(self, stream: Stream | None = None) -> None:
         """Block until ``stream`` (default: the default stream) has finished its queued work.
         Called by the pool after a spill, fetch or move, and before compaction on asynchronous
-        devices. Raises ``DsrtError`` on failure."""
+        devices, with its lock held, on the thread doing that. Raises ``DsrtError`` on failure."""
         try:
             self._synchronize(stream if stream is not None else self.default_stream)
         except DsrtError:
@@ -147,7 +154,9 @@ class Allocator:
     def allocate_pinned(self, nbytes: int) -> Any:
         """A page-locked host buffer of at least ``nbytes`` bytes exposing the buffer protocol, or
         ``None`` when there is none to give (no ``pinned_host`` capability, or pinned memory is
-        exhausted: the pool then uses pageable memory). Called by the host tiers when spilling."""
+        exhausted: the pool then uses pageable memory). Called by the host tiers when spilling, with
+        the pool lock held, on the spilling thread; allocation failures (``MemoryError``, ``OSError``, ``RuntimeError``,
+        ``OutOfMemoryError``) are answered with ``None``, never raised."""
         if not self.pinned_host:
             return None
         try:
@@ -156,39 +165,60 @@ class Allocator:
             return None
 
     def free_pinned(self, buffer: Any) -> None:
-        """Give back a buffer from :meth:`allocate_pinned` (called when its spill ends)."""
+        """Give back a buffer from :meth:`allocate_pinned` (called when its spill ends: the
+        allocation was fetched or freed, with the pool lock held)."""
         if self.pinned_host:
             self._free_pinned(buffer)
 
     # ------------------------------------------------------------------ hooks, implemented by backends
     def _allocate(self, nbytes: int) -> Any:
+        """Reserve ``nbytes`` bytes; return a raw handle (not ``None``), owned by the pool until
+        :meth:`_free`. Called by :meth:`allocate` (pool lock held, allocating thread). Raise
+        :class:`~dsrt.errors.OutOfMemoryError` (or ``MemoryError``) when the device has no room."""
         raise NotImplementedError
 
     def _free(self, handle: Any) -> None:
+        """Release ``handle``; called by :meth:`free` once per handle, pool lock held, on the
+        trimming thread (the allocating one, an ``empty_cache`` caller, or the idle reaper)."""
         raise NotImplementedError
 
     def _copy_in(self, handle: Any, offset: int, src: np.ndarray, stream: Stream) -> None:
+        """Host ``src`` (the caller's; reusable once this returns) to ``handle`` at byte ``offset``,
+        ordered on ``stream``. Called by :meth:`copy_in` when the pool fetches (lock held)."""
         raise NotImplementedError
 
     def _copy_out(self, handle: Any, offset: int, dst: np.ndarray, stream: Stream) -> None:
+        """``dst.nbytes`` bytes from ``handle`` at byte ``offset`` into host ``dst`` (the caller's),
+        ordered on ``stream``; complete after :meth:`_synchronize`. Called by :meth:`copy_out` when
+        the pool spills (lock held)."""
         raise NotImplementedError
 
     def _transfer(self, dst_handle: Any, dst_offset: int, src_handle: Any, src_offset: int, nbytes: int,
                   stream: Stream) -> bool:
+        """Copy ``nbytes`` bytes device to device between two handles of this allocator, ordered on
+        ``stream``; ``False`` if it cannot. Called by :meth:`transfer` when compaction moves a block
+        (lock held), only when ``peer_transfer`` is set."""
         return False
 
     def _synchronize(self, stream: Stream) -> None:
+        """Block until ``stream``'s queued work has finished. Called by :meth:`synchronize` (pool
+        lock held, on the thread that spills, fetches or compacts) after spills, fetches and moves,
+        and before compaction on asynchronous devices."""
         return None
 
     def _allocate_pinned(self, nbytes: int) -> Any:
+        """A page-locked host buffer of at least ``nbytes`` bytes, or ``None``. Called by
+        :meth:`allocate_pinned` (lock held), only when ``pinned_host`` is set."""
         return None
 
     def _free_pinned(self, buffer: Any) -> None:
+        """Release a buffer from :meth:`_allocate_pinned`. Called by :meth:`free_pinned` (lock held)."""
         return None
 
     def _translate(self, exc: BaseException, action: str) -> DsrtError:
         """A vendor exception as a dsrt error (backends refine this); ``action`` names what failed,
-        with its byte sizes."""
+        with its byte sizes. Called by the public methods, on their thread with the pool lock held,
+        for any exception that is not already a ``DsrtError``; return the error, do not raise it."""
         return DeviceError(f"{self.device_id}: {action} failed: {type(exc).__name__}: {exc}", device=self.device_id)
 
     def _error(self, exc: BaseException, action: str) -> DsrtError:
