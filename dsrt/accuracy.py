@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import dtypes as dt
+import dsrt.dtypes as dt
 
 __all__ = ["tolerance", "relative_error"]
 

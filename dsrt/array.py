@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import dtypes as dt
+import dsrt.dtypes as dt
+
 from .errors import ConfigurationError, ShapeError
 
 if TYPE_CHECKING:
     from .device import Device, Stream
     from .memory import Allocation
 
-__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL", "contiguous_strides"]
+__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL", "contiguous_strides", "fresh_array"]
 
 DLPACK_CPU = 1
 DLPACK_CUDA = 2
@@ -164,13 +165,12 @@ class Array:
     def to(self, device: Device | str, *, stream: Stream | None = None) -> Array:
         """A copy on ``device`` (a Device or an id such as ``'opencl:0'``); self if already there."""
         if isinstance(device, str):
-            ref = self.device._runtime_ref
-            owner = ref() if ref is not None else None
-            if owner is None:
-                from .runtime import default_runtime
-
-                owner = default_runtime()
-            device = owner.device(device)
+            resolve = self.device.resolve_device
+            if resolve is None:
+                raise ConfigurationError(
+                    f"{self.device.id}: this device belongs to no runtime, so the id {device!r} cannot be resolved;"
+                    " pass the Device itself")
+            device = resolve(device)
         if device is self.device:
             return self
         out = device.empty(self.shape, self.dtype, stream=stream)
@@ -246,3 +246,23 @@ class Array:
         if not self.shape:
             raise TypeError("len() of a 0-d array")
         return self.shape[0]
+
+
+_new = object.__new__
+
+
+def fresh_array(device: Device, shape: tuple[int, ...], dtype: np.dtype, alloc: Allocation,
+                strides: tuple[int, ...]) -> Array:
+    """``Array(device, shape, dtype, alloc, strides=strides)`` at element 0, built without the call
+    machinery of ``__init__`` (the allocation path of every launch). The caller has validated
+    everything: ``shape`` a tuple of ints, ``dtype`` a numpy dtype, ``strides`` its byte strides."""
+    a = _new(Array)
+    a.device = device
+    a.shape = shape
+    a.dtype = dtype
+    a.strides = strides
+    a.allocation = alloc
+    a.byte_offset = 0
+    a.native = None
+    a.native_generation = -1
+    return a

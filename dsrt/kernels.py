@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import dtypes as dt
+import dsrt.dtypes as dt
+
 from .errors import ConfigurationError, ShapeError
 
 __all__ = [

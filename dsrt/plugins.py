@@ -21,7 +21,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+import dsrt.hookspecs as hookspecs
+
 from .errors import PluginError, PluginVersionError
 from .hookspecs import SUPPORTED_API_VERSIONS, BackendSpec
 

@@ -198,7 +198,7 @@ class Runtime:
             except DsrtError as exc:
                 self.conflicts.append(f"plugin '{plugin}': kernel '{name}' for {dev.id} refused: {exc}")
         dev.tracer = self._tracer
-        dev._runtime_ref = weakref.ref(self)
+        dev.resolve_device = _resolver(weakref.ref(self))
         self._devices[dev.id] = dev
 
     @property
@@ -528,6 +528,17 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<dsrt.Runtime devices={[d.id for d in self._devices.values()]}>"
+
+
+def _resolver(ref: weakref.ReferenceType[Runtime]) -> Any:
+    """``device id -> Device`` in the runtime ``ref`` points to (a weak reference: devices do not keep
+    their runtime alive; after it is gone, ids resolve in the default runtime)."""
+
+    def resolve(ident: str) -> Device:
+        owner = ref()
+        return (owner if owner is not None else default_runtime()).device(ident)
+
+    return resolve
 
 
 _default: Runtime | None = None

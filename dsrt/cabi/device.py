@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..device import Device, DeviceInfo, Event, KernelImpl, Stream
 from ..errors import ConfigurationError, DsrtError, PluginError
 from ..kernels import KERNELS

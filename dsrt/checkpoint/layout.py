@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from .errors import CheckpointError
 
 __all__ = [

@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import dsrt.checkpoint.layout as L
+
 from ..errors import ConfigurationError, format_bytes
-from . import layout as L
 from .errors import CheckpointCorruptError, CheckpointError, CheckpointNotFoundError
 from .tree import Leaf, array_names, flatten, unflatten
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..accuracy import relative_error, tolerance
 from ..device import Device
 from ..errors import DsrtError

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import device as _device_module
+import dsrt.device as _device_module
+
 from ..array import Array
 from ..device import Device
 

@@ -16,10 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import dsrt.jit.capture as _capture
+
 from ..array import Array
 from ..device import Device
 from ..errors import DsrtError
-from . import capture as _capture
 from .graph import Explanation, Graph
 
 __all__ = ["JitFunction", "CaptureContext", "jit", "capture", "enabled"]

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..array import Array, contiguous_strides
 from ..device import Device
 from ..errors import DsrtError, ShapeError

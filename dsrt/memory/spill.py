@@ -20,7 +20,7 @@ from .in_use import busy_ids
 from .tiers import SpillRecord
 
 if TYPE_CHECKING:
-    from . import Allocation
+    from .base import Allocation
     from .pool import CachingPool
 
 __all__ = ["Spiller"]

@@ -14,7 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..accuracy import tolerance
 from ..errors import SchedulingError
 from ..kernels import get_kernel

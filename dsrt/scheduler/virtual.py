@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..device import DeviceInfo
 from ..errors import ConfigurationError
 from ..kernels import get_kernel

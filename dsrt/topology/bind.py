@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigurationError, DsrtError, TopologyError
+from .load import load_topology
 from .model import DeviceDecl, Link, Node, Topology
 
 if TYPE_CHECKING:
@@ -180,8 +181,6 @@ def bind_runtime(runtime: Runtime, source: Any) -> tuple[Topology, Binding]:
     """
     if source is None:
         return discovered_topology(runtime)
-    from . import load_topology
-
     statuses = runtime.backends
     topo = load_topology(source, known=[n for n in statuses if not n.startswith("<")])
     local = _pick_local(topo, statuses)
