@@ -57,6 +57,7 @@ __all__ = [
     "SchedulingError",
     "PoisonedChunkError",
     "format_bytes",
+    "check_output_file",
 ]
 
 
@@ -258,3 +259,19 @@ class PoisonedChunkError(SchedulingError):
         self.poisoned = dict(poisoned)
         self.results = list(results)
         super().__init__(message)
+
+
+def check_output_file(path: str, option: str, error: type[DsrtError] = ConfigurationError) -> None:
+    """Refuse, before any work, an output file whose folder does not exist or that is a folder.
+
+    ``option`` names the command-line option (``--trace``) in the one-line message; ``error`` is the
+    class raised (a plugin passes its own :class:`DsrtError` subclass).
+    """
+    import os
+
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise error(f"{option} {path}: folder '{parent}' does not exist")
+    if os.path.isdir(path):
+        raise error(f"{option} {path}: is a folder; give a file name")
+

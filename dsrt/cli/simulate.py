@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..collective.simulate import SUPPORTED as COLLECTIVES
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, check_output_file
 from ..scheduler.perfmodel import PerfModel
 from ..scheduler.policies import BUILTIN_POLICIES
 from ..scheduler.virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
@@ -86,16 +86,6 @@ def _max_chunks() -> int:
         raise ConfigurationError(f"DSRT_SIMULATE_MAX_CHUNKS='{text}' is not an integer") from None
 
 
-def _check_output(path: str, option: str) -> None:
-    from pathlib import Path
-
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigurationError(f"{option} {path}: folder '{parent}' does not exist")
-    if p.is_dir():
-        raise ConfigurationError(f"{option} {path}: is a folder; give a file name")
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("topology", help="topology YAML file (see specs/)")
@@ -136,7 +126,7 @@ def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
     from ..topology import load_topology
 
     if args.trace:
-        _check_output(args.trace, "--trace")
+        check_output_file(args.trace, "--trace")
     specs = [parse_workload(w) for w in (args.workload or DEFAULT_WORKLOAD)]
     total = sum(count for _k, count, _b, _d in specs)
     if total > _max_chunks():

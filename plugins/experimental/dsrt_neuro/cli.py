@@ -7,12 +7,12 @@ import json
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dsrt.device import Device
+from dsrt.errors import check_output_file
 from dsrt.hookspecs import CliCommand, WorkloadItem
 
 from .errors import NetworkError
@@ -30,15 +30,6 @@ def _max_steps() -> int:
     except ValueError:
         raise NetworkError(f"DSRT_SNN_MAX_STEPS='{text}' is not an integer") from None
 
-
-def _check_output(path: str, option: str) -> None:
-    """Refuse, before any work, an output file whose folder does not exist (or that is a folder)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise NetworkError(f"{option} {path}: folder '{parent}' does not exist")
-    if p.is_dir():
-        raise NetworkError(f"{option} {path}: is a folder; give a file name")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +53,7 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     if not (math.isfinite(args.dt) and args.dt > 0):
         raise NetworkError(f"--dt {args.dt}: give a positive, finite time step in seconds")
     if args.raster:
-        _check_output(args.raster, "--raster")
+        check_output_file(args.raster, "--raster", NetworkError)
     rt = make()
     dev = rt.device(args.device)
     if dev.info.backend != "neuromorphic":

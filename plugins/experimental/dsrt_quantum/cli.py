@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dsrt.errors import ConfigurationError
+from dsrt.errors import ConfigurationError, check_output_file
 from dsrt.hookspecs import CliCommand
 
 __all__ = ["COMMAND"]
@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
     from .qasm import load_qasm
 
     if args.statevector is not None:
-        _check_output(args.statevector, "--statevector")
+        check_output_file(args.statevector, "--statevector")
     # Whatever its name, FILE is a file: read it as one (bounded, UTF-8, regular files only).
     circuit = load_qasm(Path(args.file))
     rt = make()
@@ -73,15 +73,6 @@ def _run(args: argparse.Namespace, make: Callable[[], Any]) -> int:
               f" {res.modelled_seconds:.6f} s modelled QPU time")
     return 0
 
-
-def _check_output(path: str, option: str) -> None:
-    """Refuse, before any work, an output file whose folder does not exist (or that is a folder)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigurationError(f"{option} {path}: folder '{parent}' does not exist")
-    if p.is_dir():
-        raise ConfigurationError(f"{option} {path}: is a folder; give a file name")
 
 
 COMMAND = CliCommand(name="quantum", help="simulated quantum processor: run OpenQASM programs",
