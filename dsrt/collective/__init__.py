@@ -5,8 +5,10 @@
     comm.all_reduce([a0, a1], op="sum")                                 # in place; out=... for a copy
 
 Modules: :mod:`.ops` (operators, dtype plan), :mod:`.algorithms` (selection thresholds, schedules),
-:mod:`.local` (in-process transport), :mod:`.mpi` (MPI transport), :mod:`.transport` (transport
-plugins), :mod:`.communicator`, :mod:`.world` (discovery under mpiexec), :mod:`.simulate` (cost model).
+:mod:`.base` (transport base classes), :mod:`.local` (in-process transport), :mod:`.mpi` (MPI
+transport, outcome agreement), :mod:`.transport` (transport plugins), :mod:`.communicator` (the
+dispatcher and the collective skeleton), :mod:`.reductions`, :mod:`.movement`, :mod:`.pointtopoint`
+(the collectives' bodies), :mod:`.world` (discovery under mpiexec), :mod:`.simulate` (cost model).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from .algorithms import ALGORITHMS, SMALL_MESSAGE_BYTES, choose_algorithm
-from .communicator import Communicator, Handle
+from .base import InterTransport, IntraTransport
+from .communicator import ON_TIMEOUT, Communicator, Handle
 from .local import InProcessTransport
 from .mpi import MpiTransport, launched_by_mpiexec
 from .ops import ReduceOp, plan_reduction
@@ -27,7 +30,10 @@ __all__ = [
     "Communicator",
     "Handle",
     "InProcessTransport",
+    "InterTransport",
+    "IntraTransport",
     "MpiTransport",
+    "ON_TIMEOUT",
     "ReduceOp",
     "SMALL_MESSAGE_BYTES",
     "TransportSpec",

@@ -20,6 +20,7 @@ from ..array import Array
 from ..device import Device
 from ..errors import CollectiveError
 from . import algorithms as alg
+from .base import IntraTransport
 from .buffers import segment
 
 __all__ = ["InProcessTransport", "synchronize_devices"]
@@ -42,7 +43,7 @@ def synchronize_devices(devices: Sequence[Device], deadline: float | None, what:
         time.sleep(0.0005)
 
 
-class InProcessTransport:
+class InProcessTransport(IntraTransport):
     """Collectives over ``bufs``: one flat work array per participating device of this process."""
 
     name = "inprocess"
@@ -158,7 +159,3 @@ class InProcessTransport:
         """Every buffer gets ``bufs[root]`` (binomial tree of copies)."""
         if len(bufs) > 1:
             self._run(bufs, alg.tree_broadcast(len(bufs), root), "copy")
-
-    def copy(self, dst: Array, src: Array) -> None:
-        """``dst`` := ``src`` (any two devices)."""
-        dst.device.copy(dst, src)

@@ -1,4 +1,4 @@
-"""Transports are plugins: the registration record, the built-in transports, and selection.
+"""Transports are plugins: the base classes, the registration record, the built-in transports, selection.
 
 A transport moves and combines collective data. ``kind`` says where: ``"intra"`` transports work
 among devices of one process (the built-in :class:`~.local.InProcessTransport`; a vendor library
@@ -9,18 +9,16 @@ Plugins add transports through the ``dsrt_register_transports`` hook::
     def dsrt_register_transports():
         return [TransportSpec(name="nccl", kind="intra", applies=all_cuda, factory=NcclTransport, priority=10)]
 
-An ``intra`` factory is called with the list of participating devices and must return an object with
-the methods of :class:`~.local.InProcessTransport` (``all_reduce``, ``reduce_scatter``,
-``all_gather``, ``reduce``, ``broadcast``, ``copy``), and may have ``close()`` (the communicator
-calls it when it closes: free vendor communicators there). An ``inter`` factory is called with an
-mpi4py communicator (or ``None`` for the world) and must return an object with the methods of
-:class:`~.mpi.MpiTransport`; it may add ``all_reduce_small(send, recv, kernel, deadline, describe)``,
-the latency path the communicator takes for small, non-deterministic all-reduces of host memory
-(``describe()`` builds the operation's name only when an error needs it).
+An ``intra`` factory is called with the list of participating devices and must return an
+:class:`~.base.IntraTransport` (``all_reduce``, ``reduce_scatter``, ``all_gather``, ``reduce``,
+``broadcast``; ``copy`` and ``close`` have defaults: free vendor communicators in ``close``). An
+``inter`` factory is called with an mpi4py communicator (or ``None`` for the world) and must return an
+:class:`~.base.InterTransport` (usually a subclass of :class:`~.mpi.MpiTransport`). The communicator
+refuses anything else with a :class:`~dsrt.errors.ConfigurationError` naming the transport.
 
-An ``inter`` transport may also offer device collectives, which the communicator uses when every rank
-has exactly one device (and, for reductions, outside deterministic mode), instead of staging the arrays
-through host memory:
+An ``inter`` transport may also offer device collectives by overriding them (the base class's
+versions return ``None``); the communicator uses them when every rank has exactly one device (and, for
+reductions, outside deterministic mode), instead of staging the arrays through host memory:
 
 - ``device_all_reduce(send, recv, kernel, *, deadline, what) -> str | None``: ``recv`` := the reduction
   over ranks of ``send`` (``None``: in place), both flat contiguous arrays on this rank's device in the
@@ -33,9 +31,9 @@ order (the communicator then waits for the stream against ``deadline``), or ``No
 nothing, when it cannot take the arrays (another device kind, a dtype or operator the library lacks);
 then the host path runs. The decision must depend only on what every rank shares (dtype, operator,
 size), so that all ranks take the same path; the communicator keeps these methods only if every rank's
-transport has them. A transport must not let a missing rank hang the device: check arrival against
-``deadline`` before enqueuing (``MpiTransport._arrive``), raising
-:class:`~dsrt.errors.CollectiveError` that names the ranks that never arrived.
+transport overrides them (:meth:`~.base.InterTransport.offers`). A transport must not let a missing
+rank hang the device: pass the arrival gate (``MpiTransport.arrive``) against ``deadline`` before
+enqueuing, which raises :class:`~dsrt.errors.CollectiveError` naming the ranks that never arrived.
 The ``hccl-mpi`` transport of the NPU plugin (``dsrt_npu.hccl_ranks``) is one.
 """
 
@@ -46,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from .base import InterTransport, IntraTransport
 from .local import InProcessTransport
 from .mpi import MpiTransport, mpi_available
 
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from ..device import Device
     from ..runtime import Runtime
 
-__all__ = ["TransportSpec", "BUILTIN_TRANSPORTS", "transports", "select_transport"]
+__all__ = ["TransportSpec", "BUILTIN_TRANSPORTS", "transports", "select_transport", "IntraTransport",
+           "InterTransport"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ BUILTIN_TRANSPORTS: tuple[TransportSpec, ...] = (
     TransportSpec(
         name="mpi", kind="inter", applies=lambda devices: mpi_available(),
         factory=lambda comm: MpiTransport(comm), priority=0,
-        description="mpi4py nonblocking buffer collectives on host memory, polled against a deadline",
+        description="mpi4py nonblocking buffer collectives on host memory, polled against a deadline, outcome agreed",
     ),
 )
 

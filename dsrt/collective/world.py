@@ -47,7 +47,9 @@ def local_devices(runtime: Any, rank: int = 0, size: int = 1) -> list[Any]:
 def world(runtime: Any = None, **options: Any) -> Communicator:
     """A communicator over every rank of the MPI world (or this process alone) and its devices.
 
-    ``options`` go to :class:`Communicator` (``timeout``, ``deterministic``, ``algorithm``...).
+    ``options`` go to :class:`Communicator` (``timeout``, ``on_timeout``, ``deterministic``, ``algorithm``...):
+    ``world(timeout=30, on_timeout="abort")`` ends a batch job with ``MPI_Abort`` once a collective
+    names missing ranks, instead of leaving ``mpiexec`` to wait for them.
     """
     if runtime is None:
         from ..runtime import default_runtime

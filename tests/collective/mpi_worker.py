@@ -111,6 +111,13 @@ def main() -> int:
         got = comm.all_to_all([d.asarray(blocks[base + j]) for j, d in enumerate(devs)])
         check(all(np.array_equal(g.numpy(), np.stack([blocks[p][base + j] for p in range(P)]))
                   for j, g in enumerate(got)), f"all_to_all {name}")
+    # large messages (from 64 KiB): the MPI transport's gated ring, an odd element count, every rank's result
+    for name, op, n_big in (("float32", "sum", 70001), ("int64", "max", 9000), ("float64", "prod", 8193)):
+        dtype = dt.STANDARD_DTYPES[name]
+        ref = reference(op, [contribution(g, dtype, n_big, op) for g in range(P)])
+        xs = [d.asarray(contribution(base + j, dtype, n_big, op)) for j, d in enumerate(devs)]
+        comm.all_reduce(xs, op)
+        check(all(matches(x.numpy(), ref, name) for x in xs), f"large all_reduce {op} {name}")
     # deterministic mode: bit-identical across runs and algorithms
     results = []
     for algo in ("ring", "tree", "recursive_doubling", "ring"):
@@ -164,6 +171,13 @@ def lean_checks(rt: dsrt.Runtime, size: int, rank: int, check: Any) -> None:
     check(bool(np.all(filler.numpy() == -1000.0)), "lean all_reduce after a spill left other memory alone")
     comm.all_reduce(x, "max", out=out)
     check(bool(np.all(out.numpy() == size)), "lean all_reduce with another op on the same arrays")
+    big = [contribution(g, dt.float32, 50001, "sum") for g in range(size)]  # 200 KB: the gated ring
+    bx, bout = dev.asarray(big[rank]), dev.empty((50001,), "float32")
+    comm.all_reduce(bx, out=bout)
+    check(matches(bout.numpy(), reference("sum", big), "float32"), "lean large all_reduce out of place")
+    check(np.array_equal(bx.numpy(), big[rank]), "lean large all_reduce kept its input")
+    comm.all_reduce(bx, "min")
+    check(np.array_equal(bx.numpy(), reference("min", big)), "lean large all_reduce in place")
     y = dev.asarray(np.full(3, rank + 1, np.int32))
     comm.all_reduce(y)
     comm.all_reduce(y)  # in place twice: the second sums the first's result

@@ -207,3 +207,46 @@ def test_runtime_world_outside_mpiexec_is_this_process_alone(monkeypatch):
     comm.all_reduce(x)
     np.testing.assert_array_equal(x.numpy(), np.arange(4, dtype=np.float32))
     assert comm.world_size == 1
+
+
+def test_on_timeout_is_checked_and_passed_through_world(rt: dsrt.Runtime, monkeypatch) -> None:
+    import sys
+
+    with pytest.raises(dsrt.ConfigurationError, match="on_timeout='exit'"):
+        Communicator(devices(rt, 1), runtime=rt, mpi=False, on_timeout="exit")
+    monkeypatch.setattr(sys.modules["dsrt.collective.world"], "launched_by_mpiexec", lambda: False)
+    comm = rt.world(timeout=5.0, on_timeout="abort")
+    assert comm.on_timeout == "abort" and comm.timeout == 5.0
+    assert Communicator(devices(rt, 1), runtime=rt, mpi=False).on_timeout == "raise"
+
+
+def test_transports_must_subclass_the_base_classes(rt: dsrt.Runtime) -> None:
+    from dsrt.collective import InProcessTransport, IntraTransport
+
+    class Duck:  # has the methods, but is not an IntraTransport: no longer probed attribute by attribute
+        all_reduce = InProcessTransport.all_reduce
+
+    class Plugin:
+        @dsrt.hookimpl
+        def dsrt_register_transports(self) -> list:
+            return [TransportSpec(name="duck", kind="intra", applies=lambda devs: True, factory=lambda devs: Duck(),
+                                  priority=9)]
+
+    runtime = dsrt.Runtime(plugins=[Plugin()])
+    with pytest.raises(dsrt.ConfigurationError, match="intra transport 'duck' built Duck"):
+        Communicator([runtime.device("cpu:0")], runtime=runtime, mpi=False)
+    # A subclass inherits copy() and close() from the base class.
+    assert issubclass(InProcessTransport, IntraTransport)
+    assert InProcessTransport.copy is IntraTransport.copy and InProcessTransport.close is IntraTransport.close
+
+
+def test_every_collective_is_traced_by_the_skeleton(rt: dsrt.Runtime) -> None:
+    devs = devices(rt, 2)
+    comm = Communicator(devs, runtime=rt, mpi=False)
+    with rt.trace() as tracer:
+        comm.all_reduce([d.asarray(np.ones(4, np.float32)) for d in devs], "max")
+        comm.broadcast([d.asarray(np.ones(4, np.float32)) for d in devs], 1)
+        comm.barrier()
+    events = [e for e in tracer.events if e["name"] in ("all_reduce", "broadcast", "barrier")]
+    assert [e["name"] for e in events] == ["all_reduce", "broadcast", "barrier"]
+    assert events[0]["args"]["what"] == "all_reduce(max, float32(4,))" and events[0]["args"]["rank"] == 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from dsrt import dtypes as dt
 from dsrt.array import Array
+from dsrt.collective.base import IntraTransport
 from dsrt.errors import CollectiveError
 
 __all__ = ["NcclTransport", "nccl_applies", "NCCL_OPS"]
@@ -39,11 +40,11 @@ def nccl_applies(devices: Sequence[Any]) -> bool:
 
 
 def _ptr(a: Array) -> int:
-    a._alloc.touch()
-    return int(a._alloc.handle + a._alloc.offset + a._byte_offset)
+    a.allocation.touch()
+    return int(a.handle + a.handle_offset)
 
 
-class NcclTransport:
+class NcclTransport(IntraTransport):
     """Intra-process collectives over NCCL (same methods as the in-process transport)."""
 
     name = "nccl"
@@ -115,6 +116,3 @@ class NcclTransport:
             def call(c: Any, b: Array, s: int, j: int = j, lo: int = lo, n: int = n) -> None:
                 c.bcast(_ptr(b) + lo * b.dtype.itemsize, n, self._type(b), j, s)
             self._each(bufs, call)
-
-    def copy(self, dst: Array, src: Array) -> None:
-        dst.device.copy(dst, src)

@@ -45,6 +45,7 @@ import numpy as np
 
 from dsrt import dtypes as dt
 from dsrt.array import Array
+from dsrt.collective.base import IntraTransport
 from dsrt.collective.buffers import segment
 from dsrt.collective.local import InProcessTransport
 from dsrt.errors import CollectiveError, ConfigurationError, DeviceUnavailableError, UnsupportedKernelError
@@ -250,8 +251,8 @@ def hccl_applies(devices: Sequence[Any]) -> bool:
 
 def _ptr(a: Array) -> int:
     """The ACL device address of ``a``'s first element."""
-    a._alloc.touch()
-    return int(a._alloc.handle + a._alloc.offset + a._byte_offset)
+    a.allocation.touch()
+    return int(a.handle + a.handle_offset)
 
 
 def _reduce_form(dtype: np.dtype, kernel: str) -> tuple[int, int] | None:
@@ -284,7 +285,7 @@ def _release(lib: Any, comms: list[ctypes.c_void_p], pool: ThreadPoolExecutor) -
     return [int(lib.HcclCommDestroy(c)) for c in comms]
 
 
-class HcclTransport:
+class HcclTransport(IntraTransport):
     """Intra-process collectives among NPUs over HCCL (the methods of the in-process transport).
 
     - ``devices``: the participating :class:`~dsrt_npu.device.NpuDevice`; rank ``i`` is ``devices[i]``.
@@ -315,9 +316,9 @@ class HcclTransport:
             raise HcclError("HcclCommInitAll", [(d.id, ret) for d in self.devices], library_text=self._texts([ret]),
                             hint="; pass transport='inprocess' to the Communicator to work without HCCL")
         self._comms = [ctypes.c_void_p(h) for h in handles]
-        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="dsrt-hccl")
+        self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="dsrt-hccl")
         self._fallback = InProcessTransport()
-        self._finalizer = weakref.finalize(self, _release, self._lib, self._comms, self._pool)
+        self._finalizer = weakref.finalize(self, _release, self._lib, self._comms, self._executor)
         # At interpreter exit ACL may already be finalized; the process teardown frees HCCL's resources.
         self._finalizer.atexit = False
 
@@ -339,7 +340,7 @@ class HcclTransport:
             stream = ctypes.c_void_p(int(dev.default_stream.native))
             return int(fn(*args[rank], self._comms[rank], stream))
 
-        futures: list[Future[int]] = [self._pool.submit(issue, r) for r in range(len(self.devices))]
+        futures: list[Future[int]] = [self._executor.submit(issue, r) for r in range(len(self.devices))]
         _done, pending = wait_all(futures, timeout=self.timeout)
         if pending:
             ids = [self.devices[r].id for r, f in enumerate(futures) if f in pending]

@@ -21,7 +21,7 @@ becomes :class:`~dsrt_npu.hccl.HcclError` (code, meaning, the device and rank).
 
 Timeouts: HCCL calls only enqueue work; a rank that never arrives would show up as a stream that never
 drains. So before enqueuing, every device collective first waits for all ranks to arrive at it with a
-nonblocking MPI barrier polled against the deadline (``MpiTransport._arrive``): a missing rank
+nonblocking MPI barrier polled against the deadline (``MpiTransport.arrive``): a missing rank
 produces the usual :class:`~dsrt.errors.CollectiveError` naming it, and nothing is enqueued. The
 communicator then waits for the device's stream against the same deadline.
 
@@ -192,7 +192,7 @@ class HcclRankTransport(MpiTransport):
         if form is None or recv.size == 0:
             return None
         htype, per = form
-        self._arrive(deadline, what)
+        self.arrive(deadline, what)
         self._communicator(device, deadline, what)
         src = _ptr(recv if send is None else send)
         self._enqueue("HcclAllReduce", device, (ctypes.c_void_p(src), ctypes.c_void_p(_ptr(recv)),
@@ -210,7 +210,7 @@ class HcclRankTransport(MpiTransport):
         if not self._take(device) or buf.size == 0:
             return None
         htype, per = _move_form(buf.dtype)
-        self._arrive(deadline, what)
+        self.arrive(deadline, what)
         self._communicator(device, deadline, what)
         self._enqueue("HcclBroadcast", device, (ctypes.c_void_p(_ptr(buf)), ctypes.c_uint64(buf.size * per),
                                                 _c_enum(htype), ctypes.c_uint32(root)))
