@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import dsrt.context as context
+
 from .array import Array
 from .boundary import check_device, check_kernel_spec
 from .device import Device, Stream, UserKernel, current_device
@@ -541,27 +543,18 @@ def _resolver(ref: weakref.ReferenceType[Runtime]) -> Any:
     return resolve
 
 
-_default: Runtime | None = None
-_default_lock = threading.Lock()
-
-
 def default_runtime() -> Runtime:
     """The process-wide runtime, created on first use with no configuration."""
-    global _default
-    rt = _default
-    if rt is None:
-        with _default_lock:
-            if _default is None:
-                _default = Runtime()
-            rt = _default
+    rt: Runtime = context.default_runtime()
     return rt
 
 
 def set_default_runtime(runtime: Runtime | None) -> None:
     """Replace (or with ``None`` reset) the process-wide runtime."""
-    global _default
-    with _default_lock:
-        _default = runtime
+    context.set_default_runtime(runtime)
+
+
+context.set_factory(Runtime)
 
 
 def asarray(obj: Any, *, device: str | Device | None = None, dtype: Any = None) -> Array:

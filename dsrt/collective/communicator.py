@@ -44,14 +44,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.collective.algorithms as alg
+import dsrt.collective.movement as movement
+import dsrt.collective.pointtopoint as pointtopoint
+import dsrt.collective.reductions as reductions
+import dsrt.dtypes as dt
+
 from ..array import Array
+from ..context import default_runtime
 from ..device import Device
 from ..errors import CollectiveError, ConfigurationError, ShapeError
 from ..memory import IN_USE, in_use
 from ..memory import _use_clock as use_clock
-from . import algorithms as alg
-from . import movement, pointtopoint, reductions
 from .base import InterTransport, IntraTransport
 from .local import synchronize_devices
 from .mpi import launched_by_mpiexec, mpi_available
@@ -120,8 +124,6 @@ class Communicator:
         inter_transport: str | None = None,
     ) -> None:
         if runtime is None:
-            from ..runtime import default_runtime
-
             runtime = default_runtime()
         self.runtime = runtime
         devs = [runtime.device(d) for d in devices] if devices is not None else [runtime.default_device]

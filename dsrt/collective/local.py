@@ -16,10 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import dsrt.collective.algorithms as alg
+
 from ..array import Array
 from ..device import Device
 from ..errors import CollectiveError
-from . import algorithms as alg
 from .base import IntraTransport
 from .buffers import segment
 

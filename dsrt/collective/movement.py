@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..array import Array
 from ..errors import ShapeError
 from .buffers import HostStage, flat, segment

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.dtypes as dt
+
 from ..errors import ConfigurationError
 
 __all__ = ["ReduceOp", "ReducePlan", "as_op", "plan_reduction", "NUMPY_OPS"]

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes as dt
+import dsrt.collective.algorithms as alg
+import dsrt.dtypes as dt
+
 from ..array import Array
 from ..device import Device
 from ..errors import ShapeError
-from . import algorithms as alg
 from .buffers import HostStage, flat, host_view, retype, segment
 from .mpi import GATED_FROM_BYTES
 from .ops import ReducePlan, plan_reduction

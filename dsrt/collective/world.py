@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..context import default_runtime
 from .communicator import Communicator
 from .mpi import launched_by_mpiexec, mpi_available
 
@@ -52,8 +53,6 @@ def world(runtime: Any = None, **options: Any) -> Communicator:
     names missing ranks, instead of leaving ``mpiexec`` to wait for them.
     """
     if runtime is None:
-        from ..runtime import default_runtime
-
         runtime = default_runtime()
     rank, size = world_rank_size()
     devices = options.pop("devices", None) or local_devices(runtime, rank, size)
