@@ -106,32 +106,6 @@ class Array:
         """The allocation's generation: it changes whenever the pool moves the bytes."""
         return self.allocation.generation
 
-    # Former private names, kept for core modules that still use them (dsrt.collective, dsrt.memory.in_use).
-    # Backends and plugins use the public names above.
-    @property
-    def _alloc(self) -> Allocation:
-        return self.allocation
-
-    @property
-    def _byte_offset(self) -> int:
-        return self.byte_offset
-
-    @property
-    def _native(self) -> Any:
-        return self.native
-
-    @_native.setter
-    def _native(self, value: Any) -> None:
-        self.native = value
-
-    @property
-    def _native_gen(self) -> int:
-        return self.native_generation
-
-    @_native_gen.setter
-    def _native_gen(self, value: int) -> None:
-        self.native_generation = value
-
     # ------------------------------------------------------------------ properties
     @property
     def ndim(self) -> int:

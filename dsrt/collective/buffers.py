@@ -29,10 +29,10 @@ def flat(arr: Array) -> Array:
 
 def segment(arr: Array, start: int, stop: int) -> Array:
     """Elements ``[start, stop)`` of the flat contiguous ``arr``, as an array of its own (no copy)."""
-    parent = arr._alloc
+    parent = arr.allocation
     parent.touch()
     size = arr.dtype.itemsize
-    offset = parent.offset + arr._byte_offset + start * size
+    offset = parent.offset + arr.byte_offset + start * size
     alloc = Allocation(arr.device, parent.handle, offset, (stop - start) * size, None, parent.stream, pool_data=parent)
     return Array(arr.device, (stop - start,), arr.dtype, alloc)
 
@@ -41,24 +41,24 @@ def retype(arr: Array, dtype: np.dtype) -> Array:
     """The same bytes seen as another dtype of equal item size (bool as uint8)."""
     if dtype.itemsize != arr.dtype.itemsize:
         raise ShapeError(f"cannot view {arr.dtype} as {dtype}: item sizes differ")
-    return Array(arr.device, arr.shape, dtype, arr._alloc, strides=arr.strides, byte_offset=arr._byte_offset)
+    return Array(arr.device, arr.shape, dtype, arr.allocation, strides=arr.strides, byte_offset=arr.byte_offset)
 
 
 def host_view(arr: Array) -> np.ndarray | None:
     """A numpy view of ``arr``'s memory when it lives in host memory (CPU backends); else ``None``."""
-    alloc = arr._alloc
+    alloc = arr.allocation
     alloc.touch()
-    cached = arr._native
-    if type(cached) is np.ndarray and arr._native_gen == alloc.generation:
+    cached = arr.native
+    if type(cached) is np.ndarray and arr.native_generation == alloc.generation:
         return cached  # a host backend's own numpy view of exactly this array
     handle: Any = alloc.handle
     if not isinstance(handle, np.ndarray):
         return None
-    view = np.ndarray(arr.shape, arr.dtype, buffer=handle, offset=alloc.offset + arr._byte_offset, strides=arr.strides)
+    view = np.ndarray(arr.shape, arr.dtype, buffer=handle, offset=alloc.offset + arr.byte_offset, strides=arr.strides)
     if cached is None or type(cached) is np.ndarray:
         # The host backends' convention: _native is this numpy view, valid for _native_gen.
-        arr._native = view
-        arr._native_gen = alloc.generation
+        arr.native = view
+        arr.native_generation = alloc.generation
     return view
 
 

@@ -56,6 +56,7 @@ from ..device import Device
 from ..errors import CollectiveError, ConfigurationError, ShapeError
 from ..memory import IN_USE, in_use
 from ..memory import _use_clock as use_clock
+from ..memory.in_use import settle
 from .base import InterTransport, IntraTransport
 from .local import synchronize_devices
 from .mpi import launched_by_mpiexec, mpi_available
@@ -318,23 +319,27 @@ class Communicator:
         if not async_op and self._lean and type(x) is Array:
             last = self._lean_last
             if (last is not None and last.x is x and last.out is out and last.op == op
-                    and x._alloc.generation == last.x_gen and (out is None or out._alloc.generation == last.out_gen)
                     and (self._pending is None or self._pending.done())):
-                # The same arrays as last time, not moved since: only the MPI call is left to do.
-                x._alloc.last_use = next(use_clock)
-                if last.sync is not None:
-                    last.sync()
-                deadline = time.perf_counter() + (self.timeout if timeout is None else float(timeout))
-                # MPI reads and writes the arrays' bytes: no pool may move them meanwhile.
+                # MPI reads and writes the arrays' bytes: list them in use and let a move already under
+                # way finish (settle) *before* checking that they are where the prepared call points.
                 IN_USE[last.key] = last.held
                 try:
-                    last.run(last.send, last.recv, last.kernel, deadline, last.describe)
-                except CollectiveError as exc:
-                    self._failed(exc, last.held)
-                    raise
+                    settle(last.held)
+                    if x.allocation.generation == last.x_gen and (
+                            out is None or out.allocation.generation == last.out_gen):
+                        # The same arrays as last time, not moved since: only the MPI call is left to do.
+                        x.allocation.last_use = next(use_clock)
+                        if last.sync is not None:
+                            last.sync()
+                        deadline = time.perf_counter() + (self.timeout if timeout is None else float(timeout))
+                        try:
+                            last.run(last.send, last.recv, last.kernel, deadline, last.describe)
+                        except CollectiveError as exc:
+                            self._failed(exc, last.held)
+                            raise
+                        return x if out is None else out
                 finally:
                     del IN_USE[last.key]
-                return x if out is None else out
             with in_use((x,) if out is None else (x, out)):
                 try:
                     done = reductions.lean_all_reduce(self, x, op, out, timeout)

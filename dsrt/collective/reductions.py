@@ -50,8 +50,8 @@ class LeanCall:
     def __init__(self, x: Array, out: Array | None, op: Any, send: np.ndarray | None, recv: np.ndarray, kernel: str,
                  run: Callable[..., None], describe: Callable[[], str], sync: Callable[[], None] | None) -> None:
         self.x, self.out, self.op = x, out, op
-        self.x_gen = x._alloc.generation
-        self.out_gen = -1 if out is None else out._alloc.generation
+        self.x_gen = x.allocation.generation
+        self.out_gen = -1 if out is None else out.allocation.generation
         self.send, self.recv, self.kernel = send, recv, kernel
         self.run, self.describe, self.sync = run, describe, sync
         self.held = (x,) if out is None else (x, out)  # what IN_USE lists while the call runs
@@ -82,7 +82,7 @@ def _finish(comm: Communicator, work: Array, out: Array, plan: ReducePlan) -> No
         dev.launch("cast", work, dtype=plan.dtype, out=target)
     else:
         target = retype(target, plan.compute) if plan.view else target
-        if target._alloc is not work._alloc or target._byte_offset != work._byte_offset:
+        if target.allocation is not work.allocation or target.byte_offset != work.byte_offset:
             dev.copy(target, work)
 
 

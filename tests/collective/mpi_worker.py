@@ -163,7 +163,7 @@ def lean_checks(rt: dsrt.Runtime, size: int, rank: int, check: Any) -> None:
         comm.all_reduce(x, out=out)
         check(bool(np.all(out.numpy() == total * (step + 1))), f"lean all_reduce step {step}")
         check(bool(np.all(x.numpy() == (rank + 1.0) * (step + 1))), f"lean all_reduce kept input step {step}")
-    dev.pool.spill(x._alloc)  # the input moves to host memory: the prepared views are stale now
+    dev.pool.spill(x.allocation)  # the input moves to host memory: the prepared views are stale now
     filler = dev.asarray(np.full(3, -1000.0, np.float32))  # takes the block x left behind
     dev.copy_from_host(x, np.full(3, rank + 1.0, np.float32))  # x comes back elsewhere
     comm.all_reduce(x, out=out)

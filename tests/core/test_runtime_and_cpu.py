@@ -53,7 +53,7 @@ def test_unsupported_pair_names_device_kernel_and_dtype(rt, cpu):
 def test_reshape_views_share_memory_and_to_copies(rt, cpu):
     a = cpu.asarray(np.arange(12, dtype=np.float64))
     m = a.reshape(3, -1)
-    assert m.shape == (3, 4) and m._alloc is a._alloc
+    assert m.shape == (3, 4) and m.allocation is a.allocation
     with pytest.raises(ShapeError):
         a.reshape(5, 5)
     assert a.to(cpu) is a

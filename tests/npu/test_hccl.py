@@ -410,7 +410,7 @@ def test_the_emulation_fails_loudly(npus):
     assert lib.HcclCommInitAll(ctypes.c_uint32(N), ids, comms) == 0
     dev = npus.devs[0]
     buf = dev.asarray(np.ones(4, np.float32))
-    p = ctypes.c_void_p(int(buf._alloc.handle + buf._alloc.offset))
+    p = ctypes.c_void_p(int(buf.allocation.handle + buf.allocation.offset))
     stream = ctypes.c_void_p(dev.default_stream.native)
     with pytest.raises(AssertionError, match="unknown function HcclAlltoAll"):
         lib.HcclAlltoAll()

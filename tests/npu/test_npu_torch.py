@@ -71,7 +71,7 @@ def test_strided_views_are_read_in_place(torch_npu):
     npu = npu_device()
     x = np.arange(60, dtype=np.float32).reshape(6, 10)
     arr = npu.asarray(x)
-    col = Array(npu, (6,), arr.dtype, arr._alloc, strides=(40,), byte_offset=12)  # column 3: every tenth element
+    col = Array(npu, (6,), arr.dtype, arr.allocation, strides=(40,), byte_offset=12)  # column 3: every tenth element
     got = npu.launch("scale", col, alpha=2.0).numpy()
     np.testing.assert_array_equal(got, x[:, 3] * 2)
 

@@ -127,11 +127,11 @@ def test_pool_compacts_device_memory_at_its_limit(ocl: dsrt.Device) -> None:
     for a in arrays[::2]:
         a.release()
     kept, kept_ref = arrays[1::2], ref[1::2]
-    before = [a._alloc.offset for a in kept]
+    before = [a.allocation.offset for a in kept]
     big = dev.empty((16 * 1024,), np.float32)  # 64 KiB: fits only once blocks move
     s = pool.stats()
     assert s["compactions"] == 1 and s["spills"] == 0 and s["reserved_bytes"] == 256 << 10
-    assert any(a._alloc.offset != off for a, off in zip(kept, before, strict=True))
+    assert any(a.allocation.offset != off for a, off in zip(kept, before, strict=True))
     for a, r in zip(kept, kept_ref, strict=True):
         np.testing.assert_array_equal(a.numpy(), r)
     np.testing.assert_array_equal(dev.launch("add", kept[2], kept[5]).numpy(), kept_ref[2] + kept_ref[5])
