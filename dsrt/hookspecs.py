@@ -61,6 +61,8 @@ class BackendSpec:
     - ``install_hint``: what to install when the backend is missing.
     - ``device_prefix``: the prefix of its device ids when it differs from ``name``
       (the ``quantum`` backend's devices are ``qpu:0``, ``qpu:1``...).
+    - ``nominal_peak_flops``: a typical device's float32 operations per second, used only to plan
+      on a topology (``dsrt simulate``) whose devices of this backend declare no peak (0: unknown).
     """
 
     name: str
@@ -72,6 +74,7 @@ class BackendSpec:
     install_hint: str = ""
     create_simulated: Callable[[Runtime, str, Mapping[str, Any]], Device] | None = None
     device_prefix: str = ""
+    nominal_peak_flops: float = 0.0
 
     @property
     def prefix(self) -> str:

@@ -11,6 +11,7 @@ plugin still loads. Environment variables, read when a :class:`PluginManager` is
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import traceback
@@ -26,7 +27,7 @@ import dsrt.hookspecs as hookspecs
 from .errors import PluginError, PluginVersionError
 from .hookspecs import SUPPORTED_API_VERSIONS, BackendSpec
 
-__all__ = ["PluginRecord", "BackendRecord", "PluginManager", "ENTRY_POINT_GROUP"]
+__all__ = ["PluginRecord", "BackendRecord", "PluginManager", "ENTRY_POINT_GROUP", "installed_backends"]
 
 ENTRY_POINT_GROUP = "dsrt"
 
@@ -197,3 +198,15 @@ class PluginManager:
 
     def failed(self) -> list[PluginRecord]:
         return [r for r in self.records.values() if r.status == "failed"]
+
+
+@functools.lru_cache(maxsize=1)
+def installed_backends() -> dict[str, BackendSpec]:
+    """The registration records of every backend installed here (by name), read once per process.
+
+    What the core knows of backends it has not probed (their names and device-id prefixes, for a
+    topology file; a typical peak, for planning) comes from here, never from a list in the core.
+    Registration hooks do no expensive work, so this costs the plugins' imports only.
+    """
+    return {name: rec.spec for name, rec in PluginManager().backends().items() if rec.spec is not None}
+

@@ -6,7 +6,7 @@ bytes each (``1MiB``, ``64KB``...); without ``--workload`` the command plans
 :data:`MAX_CHUNKS` chunks in total (``DSRT_SIMULATE_MAX_CHUNKS``), each of 1 byte to
 :data:`MAX_CHUNK_BYTES`. Devices come from the topology; a device's speed is its
 ``params.peak_flops`` (or ``params.speeds``) when declared, else the nominal peak of its backend kind
-given with ``--peak KIND=OPS`` (defaults: :data:`NOMINAL_PEAK`). Chunk data starts in the host memory
+given with ``--peak KIND=OPS`` (defaults: what each plugin declares, :func:`nominal_peaks`). Chunk data starts in the host memory
 of the first node (``--data first``) or spread over the nodes (``--data spread``).
 
 With ``--collective NAME --size BYTES`` (NAME one of ``all_reduce``, ``reduce_scatter``,
@@ -27,16 +27,20 @@ import numpy as np
 
 from ..collective.simulate import SUPPORTED as COLLECTIVES
 from ..errors import ConfigurationError, check_output_file
+from ..plugins import installed_backends
 from ..scheduler.perfmodel import PerfModel
 from ..scheduler.policies import BUILTIN_POLICIES
 from ..scheduler.virtual import devices_from_topology, lognormal_sizes, make_tasks, simulate
 
-__all__ = ["configure", "run", "NOMINAL_PEAK", "parse_workload", "parse_bytes", "DEFAULT_WORKLOAD", "MAX_CHUNKS",
+__all__ = ["configure", "run", "nominal_peaks", "parse_workload", "parse_bytes", "DEFAULT_WORKLOAD", "MAX_CHUNKS",
            "MAX_CHUNK_BYTES"]
 
-#: Nominal fp32 peak operations/s per backend kind, used only when a topology declares none:
-#: H100 SXM (67 TFLOP/s), a 2-socket server CPU, a mid-range OpenCL GPU, an inference NPU.
-NOMINAL_PEAK = {"cuda": 67e12, "cpu": 3e12, "opencl": 10e12, "npu": 100e12}
+
+
+def nominal_peaks() -> dict[str, float]:
+    """Nominal fp32 operations/s per backend, used only when a topology declares none: what each
+    installed plugin declares as ``BackendSpec.nominal_peak_flops``."""
+    return {name: spec.nominal_peak_flops for name, spec in installed_backends().items() if spec.nominal_peak_flops > 0}
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 1 << 10, "MIB": 1 << 20,
           "GIB": 1 << 30, "TIB": 1 << 40}
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace, runtime_factory: Callable[[], Any]) -> int:
         print(json.dumps(simulate_collective(topology, args.collective, size, backend=args.backend), indent=1,
                          default=str))
         return 0
-    peaks = dict(NOMINAL_PEAK)
+    peaks = nominal_peaks()
     for item in args.peak:
         kind, _, value = item.partition("=")
         try:

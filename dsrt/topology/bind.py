@@ -64,7 +64,7 @@ def _time_copy(device: Device, nbytes: int) -> float:
 def _measured_host_link(device: Device, cpu_bandwidth: float) -> tuple[str, float, float]:
     """(kind, bytes/s, seconds) of the device's link to the host, from a quick measured copy."""
     small = 8
-    if device.info.backend == "cpu" or device.info.simulated:
+    if device.info.host_visible or device.info.simulated:  # its memory is host memory
         latency = _host_copy_latency()
         return "shared-memory", cpu_bandwidth, latency
     big = 1 << 20
@@ -92,7 +92,7 @@ def discovered_topology(runtime: Runtime) -> tuple[Topology, Binding]:
     for st in runtime.backends.values():
         if st.status == "available":
             devices.extend(st.devices)
-    cpu_bw = next((d.info.memory_bandwidth for d in devices if d.info.backend == "cpu"
+    cpu_bw = next((d.info.memory_bandwidth for d in devices if d.info.host_visible and not d.info.simulated
                    and d.info.memory_bandwidth > 0), 0.0) or 10e9
     decls, links = [], []
     binding = Binding(LOCAL_NODE)

@@ -12,11 +12,11 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ..errors import TopologyError
+from ..plugins import installed_backends
 from .limits import ENV_PREFIX, TopologyLimits
 from .model import (
     HOST_DEFAULT,
@@ -34,28 +34,28 @@ from .schema import validate_doc
 from .units import parse_bandwidth, parse_latency, parse_size
 from .yaml import Doc, Path_, parse_yaml
 
-__all__ = ["build_topology", "known_backends", "BUILTIN_BACKENDS", "DEVICE_PREFIX", "read_file_doc"]
+__all__ = ["build_topology", "known_backends", "read_file_doc"]
 
-#: Backends this project ships (known even when not installed).
-BUILTIN_BACKENDS = ("cpu", "opencl", "cuda", "npu", "quantum", "neuromorphic", "photonic")
-#: Device-id prefixes that differ from the backend name.
-DEVICE_PREFIX = {"quantum": "qpu", "neuromorphic": "snn"}
-_ALIAS = {prefix: name for name, prefix in DEVICE_PREFIX.items()}
+
+def _prefixes() -> dict[str, str]:
+    """Installed backends' device-id prefixes by backend name (the plugins say; the core lists none)."""
+    return {name: spec.prefix for name, spec in installed_backends().items()}
 
 
 def known_backends(extra: Iterable[str] = ()) -> list[str]:
-    """Backend names a file may use: the built-in ones, installed ``dsrt`` entry points, and ``extra``."""
-    names = set(BUILTIN_BACKENDS) | set(extra)
-    try:
-        names |= {ep.name for ep in metadata.entry_points(group="dsrt")}
-    except Exception:  # noqa: BLE001 - broken metadata must not break loading
-        pass
-    return sorted(names)
+    """Backend names a file may use: those installed here (their plugins registered them) and ``extra``."""
+    return sorted(set(_prefixes()) | set(extra))
 
 
 def prefix_of(backend: str) -> str:
-    """The device-id prefix of ``backend`` (``quantum`` -> ``qpu``)."""
-    return DEVICE_PREFIX.get(backend, backend)
+    """The device-id prefix of ``backend`` (``quantum`` -> ``qpu``), as its plugin declares it."""
+    return _prefixes().get(backend, backend)
+
+
+def backend_of(name: str) -> str:
+    """The backend a name in a file means: a backend name, or a device-id prefix (``qpu`` -> ``quantum``)."""
+    aliases = {prefix: backend for backend, prefix in _prefixes().items() if prefix != backend}
+    return aliases.get(name, name)
 
 
 def _read_regular(path: Path, shown: str, max_bytes: int) -> bytes:
@@ -255,7 +255,7 @@ class _Builder:
                         f" links; the limit is {lim.max_links} (set {ENV_PREFIX}MAX_LINKS to raise it)")
 
     def _backend(self, f: _Field, name: str, sub: Path_) -> str:
-        name = _ALIAS.get(name, name)
+        name = backend_of(name)
         if name not in self.backends:
             close = difflib.get_close_matches(name, self.backends, n=1)
             tip = f"; did you mean '{close[0]}'?" if close else ""

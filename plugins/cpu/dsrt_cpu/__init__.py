@@ -19,4 +19,5 @@ def dsrt_register_backends() -> list[BackendSpec]:
     return [BackendSpec(
         name="cpu", api_version=1, probe=_probe, priority=0,
         description="host CPU through numpy; C kernels through cffi",
+        nominal_peak_flops=3e12,  # a 2-socket server CPU, for planning on topologies that declare none
     )]

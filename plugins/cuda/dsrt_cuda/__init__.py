@@ -55,4 +55,5 @@ def dsrt_register_transports() -> list[Any]:
 @dsrt.hookimpl
 def dsrt_register_backends() -> list[BackendSpec]:
     return [BackendSpec(name="cuda", api_version=1, probe=probe, priority=100,
-                        description="NVIDIA GPUs through CuPy (cuBLAS, NVRTC)", install_hint=INSTALL_HINT)]
+                        description="NVIDIA GPUs through CuPy (cuBLAS, NVRTC)", install_hint=INSTALL_HINT,
+                        nominal_peak_flops=67e12)]  # an H100 SXM, for planning on topologies that declare none

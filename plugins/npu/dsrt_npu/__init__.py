@@ -42,4 +42,5 @@ def dsrt_register_transports() -> list[Any]:
 def dsrt_register_backends() -> list[BackendSpec]:
     return [BackendSpec(name="npu", api_version=1, probe=probe, priority=90,
                         description="Huawei Ascend NPUs through CANN (pyACL)",
-                        install_hint="install the CANN toolkit and source set_env.sh")]
+                        install_hint="install the CANN toolkit and source set_env.sh",
+                        nominal_peak_flops=100e12)]  # an inference NPU, for planning on topologies that declare none

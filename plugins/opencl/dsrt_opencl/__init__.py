@@ -71,4 +71,5 @@ def dsrt_register_backends() -> list[BackendSpec]:
     return [BackendSpec(
         name="opencl", api_version=1, probe=probe, priority=-1, install_hint=INSTALL_HINT,
         description="OpenCL devices through pyopencl; kernels in OpenCL C, binaries cached on disk",
+        nominal_peak_flops=10e12,  # a mid-range OpenCL GPU, for planning on topologies that declare none
     )]
