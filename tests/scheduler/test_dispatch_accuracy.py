@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -288,3 +289,27 @@ def test_two_processes_writing_the_model_file_merge_and_never_corrupt_it(tmp_pat
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     models = json.loads(path.read_text())["models"]
     assert {k.split("@")[1].split("|")[0] for k in models} == {f"{t}:{i}" for t in "pq" for i in range(4)}
+
+
+def test_a_speculative_rerun_after_a_timeout_never_shares_buffers_with_the_late_original() -> None:
+    """In place: the timed-out original and its re-run each work on private copies; one result is
+    committed; the caller's arrays never change, even when the late original finishes afterwards."""
+    release = threading.Event()
+    hung, good = FaultyCpu(1, mode="hang", after=0, release=release), FaultyCpu(2)
+    rt, _clock = _runtime(hung, good)
+    rt._scheduler = Scheduler(rt, min_timeout=0.05)
+    chunks = chunks_of(1, 6)
+    originals = [tuple(x.copy() for x in c) for c in chunks]
+    on_hung = [tuple(hung.asarray(x) for x in c) for c in chunks]
+    try:
+        results = rt.map("add", on_hung, inplace=True, devices=[hung.id, good.id], policy="round_robin")
+    finally:
+        release.set()
+    report = rt.last_run
+    outcomes = [(a.device, a.outcome) for a in report.attempts(0)]
+    assert (hung.id, "timed out") in outcomes and (good.id, "committed") in outcomes, outcomes
+    assert report.commits == {0: 1} and results[0].device is good
+    time.sleep(0.3)  # the late original finishes now, writing its own private copy
+    np.testing.assert_array_equal(results[0].numpy(), originals[0][0] + originals[0][1])
+    for arr, orig in zip(on_hung[0], originals[0], strict=True):
+        np.testing.assert_array_equal(arr.numpy(), orig)
