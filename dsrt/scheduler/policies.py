@@ -318,8 +318,8 @@ class Dmda(Policy):
         before = float(load.max())
         _refine(rcost, load, rassign, max_steps=min(4 * n, self.max_rebalance_steps))
         after = float(load.max())
-        refreshed = self._refresh(rcost, load, rassign, after)
         assign = np.where(rassign >= 0, rdev[rows, np.maximum(rassign, 0)], -1)
+        refreshed = self._refresh(cost, base, assign, after)
         greedy = np.where(rgreedy >= 0, rdev[rows, np.maximum(rgreedy, 0)], -1)
         for i, task in enumerate(tasks):
             j = int(assign[i])
@@ -339,27 +339,27 @@ class Dmda(Policy):
                        f" {after:.4g}s (transfer {chosen.transfer:.3g} + run {chosen.run:.3g}s here)")
             self.ctx.assign(task, workers[j], Placement(workers[j].id, self.name, now, why, cands[i]))
 
-    def _refresh(self, rcost: np.ndarray, load: np.ndarray, rassign: np.ndarray, makespan: float) -> set[int]:
-        """Give each idle resource the cheapest task for it when that fits inside the planned makespan.
+    def _refresh(self, cost: np.ndarray, base: np.ndarray, assign: np.ndarray, makespan: float) -> set[int]:
+        """Give each capable device left idle by the plan its cheapest task, when that fits in the plan.
 
         A device the model thinks slow gets no work, so its model never learns that it is fast again
-        (it measured under load once, say); one small chunk per batch keeps every capable device
-        measured at a bounded cost. Returns the indices of the tasks moved.
+        (it was measured under load once, say), including a device that shares hardware with a faster
+        one. One small chunk per batch keeps every capable device measured, at a bounded cost: the
+        moved task's predicted finish there stays within the planned makespan. Returns the moved
+        tasks' indices (``assign`` is updated in place).
         """
         moved: set[int] = set()
-        n, groups = rcost.shape
-        if n < 2 * groups:
+        n, m = cost.shape
+        if n < 2 * m:
             return moved
-        for r in range(groups):
-            if (rassign == r).any() or np.isinf(rcost[:, r]).all():
+        for j in range(m):
+            if (assign == j).any() or np.isinf(cost[:, j]).all():
                 continue
-            i = int(np.argmin(rcost[:, r]))
-            old = int(rassign[i])
-            if old < 0 or load[r] + rcost[i, r] > makespan or (rassign == old).sum() < 2:
+            i = int(np.argmin(cost[:, j]))
+            source = int(assign[i])
+            if source < 0 or base[j] + cost[i, j] > makespan or (assign == source).sum() < 2:
                 continue
-            load[old] -= rcost[i, old]
-            load[r] += rcost[i, r]
-            rassign[i] = r
+            assign[i] = j
             moved.add(i)
         return moved
 
