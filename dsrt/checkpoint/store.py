@@ -19,8 +19,14 @@ How a save works (``save(step, tree, blocking=False)``):
    the chunk files no remaining manifest names. A kept step never loses a chunk: its own directory
    holds hard links to the chunk inodes, and the store keeps every hash a kept manifest lists.
 
-A blocking save (``blocking=True``) skips the full host copy: numpy arrays are hashed and written in
-place, device arrays are copied out one chunk at a time into small reused buffers.
+A blocking save (``blocking=True``) skips the full host copy: numpy arrays, and arrays of host-visible
+devices (``device.info.host_visible``, listed with :func:`dsrt.memory.in_use` for the whole save), are
+hashed and written in place; other device arrays are copied out one chunk at a time into small reused
+buffers.
+
+Within a save exactly one I/O thread writes each new chunk hash; the other chunks with that hash wait
+for it and then link the file. A chunk file is never renamed over while it may be linked: Linux
+``link()`` fails with ENOENT when the inode it looked up loses its last name to a concurrent rename.
 
 Threads: the caller's thread copies; one background thread (``dsrt-checkpoint``) runs each save,
 with ``threads`` helper threads hashing and writing chunks. One process saves a given rank of a
@@ -34,6 +40,7 @@ This package sits below the runtime and never imports it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -42,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +58,7 @@ import numpy as np
 import dsrt.checkpoint.layout as L
 
 from ..errors import ConfigurationError, format_bytes
+from ..memory import in_use
 from .errors import CheckpointCorruptError, CheckpointError, CheckpointNotFoundError
 from .tree import Leaf, array_names, flatten, unflatten
 
@@ -59,6 +68,8 @@ if TYPE_CHECKING:
 __all__ = ["Checkpointer", "SaveStats", "StepInfo", "default_rank", "list_steps", "verify_store"]
 
 _MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+# Serial numbers of chunk temporaries: unique in this process (thread ids are reused once a thread ends).
+_TMP_SERIAL = itertools.count()
 
 
 def default_rank() -> int:
@@ -214,12 +225,18 @@ class Checkpointer:
         structure, leaves = flatten(tree)
         jobs = [self._plan(leaf) for leaf in leaves]
         if blocking:
-            for job in jobs:
-                if job.leaf.kind != "dsrt":
-                    job.host = _host_bytes(job.leaf.value, job.storage)
+            # Host-visible device memory is hashed and written in place, with no copy: the arrays are
+            # listed in use for the whole save, so no pool moves or spills the bytes while they are read.
+            direct = tuple(job.leaf.value for job in jobs if job.leaf.kind == "dsrt" and _host_visible(job.leaf.value))
             future: Future[SaveStats] = Future()
             try:
-                future.set_result(self._write_step(step, structure, jobs, t0, None))
+                with in_use(direct):
+                    for job in jobs:
+                        if job.leaf.kind != "dsrt":
+                            job.host = _host_bytes(job.leaf.value, job.storage)
+                        elif _host_visible(job.leaf.value):
+                            job.host = _device_bytes(job.leaf.value)
+                    future.set_result(self._write_step(step, structure, jobs, t0, None))
             except BaseException as exc:
                 future.set_exception(exc)
                 raise
@@ -380,8 +397,14 @@ class Checkpointer:
         if self.threads > 1 and len(tasks) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dsrt-checkpoint-io")
-            for f in [self._pool.submit(self._put_chunk, step_dir, job, j, state) for job, j in tasks]:
-                f.result()
+            futures = [self._pool.submit(self._put_chunk, step_dir, job, j, state) for job, j in tasks]
+            try:
+                for f in futures:
+                    f.result()
+            finally:  # on an error, no chunk write may outlive this save (the next save cleans the store)
+                for f in futures:
+                    f.cancel()
+                wait_all(futures)
         else:
             for job, j in tasks:
                 self._put_chunk(step_dir, job, j, state)
@@ -452,26 +475,38 @@ class Checkpointer:
         return out.data
 
     def _put_chunk(self, step_dir: str, job: _Job, j: int, state: _SaveState) -> None:
+        """Hash chunk ``j`` of ``job``, store it under its hash unless stored already, link it into the step.
+
+        Runs on an I/O thread. Exactly one thread of a save writes a given hash (:meth:`_SaveState.claim`);
+        the others wait for that write before linking. A chunk file is never renamed over while another
+        thread may link it: Linux ``link()`` fails with ENOENT when the inode it looked up loses its last
+        name to a concurrent ``rename()``, even though the path exists throughout.
+        """
         data = self._chunk_data(job, j)
         digest = self._digest(data)
         job.hashes[j] = digest
         target = os.path.join(self._chunks_dir, digest)
         link = os.path.join(step_dir, job.leaf.name, job.layout.key(j))
-        if not state.claim(digest):
+        stored = state.claim(digest)
+        while stored is not None:  # stored by a kept step, or being written by another thread of this save
+            stored.wait()
             try:
                 L.link_or_copy(target, link)
                 return
-            except FileNotFoundError:
-                pass  # missing from the store, or another thread is still writing it: write it here
-        tmp = f"{target}.tmp{os.getpid()}.{threading.get_ident()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except FileNotFoundError:  # missing from the store (damaged, or its writer failed): write it here
+                stored = state.reclaim(digest, stored)
         try:
-            L.write_all(fd, data)
+            tmp = f"{target}.tmp{os.getpid()}.{next(_TMP_SERIAL)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                L.write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)  # replaces only debris of a killed save: no thread links this hash yet
+            L.link_or_copy(target, link)
+            state.wrote(target, len(data))
         finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        L.link_or_copy(target, link)
-        state.wrote(target, len(data))
+            state.release(digest)
 
     # ------------------------------------------------------------------ store upkeep
     def _known_manifests(self) -> dict[int, dict[str, Any] | None]:
@@ -576,18 +611,38 @@ class _SaveState:
 
     def __init__(self, known: set[str] | None) -> None:
         self.lock = threading.Lock()
-        self.present = set(known or ())
+        stored = threading.Event()
+        stored.set()
+        # hash -> set once its file is in the store; unset while one thread of this save writes it
+        self.pending: dict[str, threading.Event] = dict.fromkeys(known or (), stored)
         self.written = 0
         self.bytes_written = 0
         self.new_files: list[str] = []  # files to fsync before the commit (durable saves)
 
-    def claim(self, digest: str) -> bool:
-        """True for the first chunk of a save with a hash the store does not hold: it writes the file."""
+    def claim(self, digest: str) -> threading.Event | None:
+        """``None`` for the first chunk of a save with a hash the store does not hold: the caller writes
+        the file, then calls :meth:`release`. Otherwise an event set once the file is in the store."""
         with self.lock:
-            if digest in self.present:
-                return False
-            self.present.add(digest)
-            return True
+            event = self.pending.get(digest)
+            if event is None:
+                self.pending[digest] = threading.Event()
+            return event
+
+    def reclaim(self, digest: str, seen: threading.Event) -> threading.Event | None:
+        """After ``seen`` was set and the file still is not there: claim the write again (``None``),
+        unless another thread already did (its event)."""
+        with self.lock:
+            event = self.pending[digest]
+            if event is seen:
+                self.pending[digest] = threading.Event()
+                return None
+            return event
+
+    def release(self, digest: str) -> None:
+        """The claimed write of ``digest`` is over (done or failed): wake the threads waiting to link it."""
+        with self.lock:
+            event = self.pending[digest]
+        event.set()
 
     def wrote(self, path: str, nbytes: int) -> None:
         with self.lock:
@@ -610,6 +665,20 @@ def _host_bytes(value: np.ndarray, storage: np.dtype) -> np.ndarray:
     """The bytes of numpy ``value`` as flat uint8, without a copy when it is contiguous and native."""
     arr = np.ascontiguousarray(_as_storage(np.asarray(value), storage))
     return arr.reshape(-1).view(np.uint8)
+
+
+def _host_visible(value: Any) -> bool:
+    """True for a dsrt Array whose device memory the CPU reads directly (1-D uint8 numpy buffers)."""
+    return bool(getattr(value.device.info, "host_visible", False)) and value.nbytes > 0
+
+
+def _device_bytes(value: Any) -> np.ndarray:
+    """The bytes of contiguous host-visible dsrt Array ``value`` as flat uint8, without a copy.
+
+    Only valid inside ``in_use((value,))``; waits first for the work queued on the device."""
+    value.device.synchronize()
+    start = value.handle_offset
+    return np.asarray(value.handle).reshape(-1).view(np.uint8)[start:start + value.nbytes]
 
 
 def _group_names(jobs: Iterable[_Job]) -> list[str]:
