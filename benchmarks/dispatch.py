@@ -11,6 +11,14 @@ Target: overhead at most 3 microseconds.
 Python example backend's (``acme``, examples/vendor-plugin: ``acme_overhead_us``), rounds
 interleaved, medians of rounds. Target: within 1 microsecond of acme's. Both are skipped (``null``
 with a reason) when the example packages are not installed.
+
+Against PyTorch (CPU), in the same process, rounds interleaved (``torch_peers``): ``cpu:0``'s
+``Device.launch`` of ``add`` on 8 float32 letting dsrt allocate the output, over ``torch.add(ta,
+tb)`` (``alloc_launch_vs_torch``), and with ``out=`` over ``torch.add(ta, tb, out=to)``
+(``launch_vs_torch_out``), targets <= 1.0; beside them ``gemm`` with ``alpha`` on 16x16 float32,
+allocating, over ``torch.addmm(c, a, b, beta=0, alpha=...)`` (``gemm_alpha_vs_torch``), and
+``numpy.add(out=)``. Ratios are of medians over batches; ``*_us`` give the minimum and the median
+(microseconds per call). ``torch: null`` with a reason when torch is not installed.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import dsrt
-from dsrt.cli.bench import dispatch_overhead
+from dsrt.cli.bench import dispatch_overhead, per_call_seconds
 
 
 def c_abi_overhead(rt: dsrt.Runtime, *, repeats: int, rounds: int = 3) -> dict[str, Any]:
@@ -51,6 +60,52 @@ def c_abi_overhead(rt: dsrt.Runtime, *, repeats: int, rounds: int = 3) -> dict[s
     }
 
 
+def torch_peers(device: Any, *, calls: int, rounds: int = 7) -> dict[str, Any]:
+    """Per-call times of dsrt launches and their torch peers (see the module docstring), interleaved."""
+    try:
+        import torch
+    except ImportError as exc:
+        return {"torch": None, "torch_skipped": f"torch is not installed ({exc})"}
+    import numpy as np
+
+    x, y = np.arange(8, dtype=np.float32), np.ones(8, np.float32)
+    z = np.empty_like(x)
+    a, b, o = device.asarray(x), device.asarray(y), device.asarray(z)
+    ta, tb, to = torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), torch.empty(8)
+    hm = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    ma, mb = device.asarray(hm), device.asarray(hm.T.copy())
+    tma, tmb, tmc = torch.from_numpy(hm.copy()), torch.from_numpy(hm.T.copy()), torch.empty(16, 16)
+    launch = device.launch
+    cases: dict[str, Callable[[], Any]] = {
+        "numpy_out": lambda: np.add(x, y, out=z),
+        "torch_out": lambda: torch.add(ta, tb, out=to),
+        "torch_alloc": lambda: torch.add(ta, tb),
+        "dsrt_out": lambda: launch("add", a, b, out=o),
+        "dsrt_alloc": lambda: launch("add", a, b),
+        "torch_gemm_alpha": lambda: torch.addmm(tmc, tma, tmb, beta=0.0, alpha=2.0),
+        "dsrt_gemm_alpha": lambda: launch("gemm", ma, mb, alpha=2.0),
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            times[name] += per_call_seconds(fn, calls=calls, batches=1)
+    if not np.array_equal(launch("add", a, b).numpy(), x + y) or not np.allclose(
+            launch("gemm", ma, mb, alpha=2.0).numpy(), 2.0 * (hm @ hm.T), rtol=1e-4, atol=1e-4):
+        raise AssertionError("dispatch benchmark: a dsrt launch gave a wrong result")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out: dict[str, Any] = {"torch": torch.__version__, "torch_rounds": rounds, "torch_calls_per_round": calls}
+    for k, v in times.items():
+        out[f"{k}_us"] = {"min": round(min(v) * 1e6, 3), "median": round(med[k] * 1e6, 3)}
+    out["alloc_launch_vs_torch"] = round(med["dsrt_alloc"] / med["torch_alloc"], 3)
+    out["launch_vs_torch_out"] = round(med["dsrt_out"] / med["torch_out"], 3)
+    out["gemm_alpha_vs_torch"] = round(med["dsrt_gemm_alpha"] / med["torch_gemm_alpha"], 3)
+    out["alloc_launch_vs_torch_min"] = round(min(times["dsrt_alloc"]) / min(times["torch_alloc"]), 3)
+    out["launch_vs_torch_out_min"] = round(min(times["dsrt_out"]) / min(times["torch_out"]), 3)
+    out["torch_target_ratio"] = 1.0
+    out["torch_meets_target"] = out["alloc_launch_vs_torch"] <= 1.0 and out["launch_vs_torch_out"] <= 1.0
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="one line of JSON")
@@ -61,6 +116,7 @@ def main() -> None:
     result["target_overhead_us"] = 3.0
     result["meets_target"] = result["overhead_us"] <= 3.0
     result.update(c_abi_overhead(rt, repeats=args.repeats // 2))
+    result.update(torch_peers(rt.device("cpu:0"), calls=max(args.repeats // 6, 1000)))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import dtypes as dt
-from .array import contiguous_strides, fresh_array as _fresh_array
+import dsrt.dtypes as dt
+
+from .array import contiguous_strides
+from .array import fresh_array as _fresh_array
 from .errors import (
     ConfigurationError,
     DeviceError,
@@ -52,8 +54,8 @@ from .errors import (
     format_bytes,
 )
 from .kernels import KERNELS, get_kernel
-from .memory.allocator import Allocator
 from .memory import _use_clock
+from .memory.allocator import Allocator
 from .memory.in_use import IN_USE, in_use
 
 if TYPE_CHECKING:
@@ -247,9 +249,9 @@ class Device:
         self.info = info
         self.id = info.id
         self.tracer: Tracer | None = None
-        # Weak reference to the Runtime that adopted this device (set by the runtime), so ids given
-        # to arrays on it resolve in the same runtime.
-        self._runtime_ref: Any = None
+        # ``device id -> Device`` of the runtime that adopted this device (set by the runtime), so
+        # ids given to arrays on it resolve in the same runtime; None for a device no runtime adopted.
+        self.resolve_device: Callable[[str], Device] | None = None
         self._pool: MemoryPool | None = None
         self._pool_lock = threading.Lock()
         self.default_stream = self._create_stream("default")
@@ -659,9 +661,10 @@ class Device:
 
         The first launch of a signature (kernel, device/shape/dtype of each input, and the names,
         types and values of hashable scalar parameters) binds the parameters, checks the inputs'
-        device, infers the output and checks support; later launches of that signature look it up
-        and go straight to :meth:`_run`. Launches with unhashable parameters (an array as a
-        parameter...) are validated every time.
+        device, infers the output and checks support (:meth:`_validate`); later launches of that
+        signature look it up. Launches with unhashable parameters (a list, an array...) are
+        validated every time. What depends on the call itself is checked on every launch: ``out``'s
+        shape, dtype and device, and the operands' registration in :data:`dsrt.memory.IN_USE`.
         """
         n = len(inputs)
         try:
@@ -675,77 +678,33 @@ class Device:
                 sig = (kernel, n, *[(a.device, a.shape, a.dtype) for a in inputs])
             if params:
                 sig = _param_key(sig, params)
-            hit = self._signatures.get(sig) if sig is not None else None
+            entry = self._signatures.get(sig) if sig is not None else None
         except (AttributeError, TypeError):  # an input that is no array, an unhashable parameter
-            sig = hit = None
-        if hit is not None:
-            # Cached: the key's parameter values equal the caller's and have the same types, but
-            # the caller's own values are passed (0.0 and -0.0 are one key).
-            return self._run(kernel, inputs, out, hit, stream, {**hit[2], **params} if params else hit[2])
-        return self._launch_slow(kernel, inputs, out, stream, params, sig)
-
-    def _launch_slow(self, kernel: str, inputs: Sequence[Array], out: Array | None, stream: Stream | None,
-                     params: Mapping[str, Any], sig: Any) -> Any:
-        """Validate a launch whose signature is not cached; cache it (``sig`` not None) and run it."""
-        spec = KERNELS.get(kernel) or get_kernel(kernel)
-        bound = spec.bind(inputs, params)
-        for a in inputs:
-            where = getattr(a, "device", self)
-            if where is not self:
-                if where.id == self.id:
-                    raise ShapeError(f"kernel '{kernel}': an input belongs to another Runtime's {where.id};"
-                                     " arrays cannot cross runtimes (create them with the runtime that launches)")
-                raise ShapeError(
-                    f"kernel '{kernel}': input on {where.id} passed to a launch on {self.id}; move it with .to()"
-                )
-        inferred = spec.infer(inputs, bound)
-        if inferred is None:
-            return self._launch_task(kernel, inputs, bound, stream or self.default_stream)
-        shape, out_dtype = inferred
-        key = spec.key_dtype(inputs, out_dtype)
-        supported = self._supported.get(kernel)
-        if supported is None or key not in supported:
-            raise UnsupportedKernelError(
-                kernel=kernel, device=self.id, dtype=dt.dtype_name(key),
-                supported=sorted(dt.dtype_name(d) for d in supported) if supported else (),
-            )
-        # The base _launch calls the table's implementation: call it directly then.
-        impl = self._impls.get(kernel) if type(self)._launch is Device._launch else None
-        entry = (shape, out_dtype, bound, _prod(shape) * out_dtype.itemsize,
-                 contiguous_strides(shape, out_dtype.itemsize), impl)
-        if sig is not None:
-            if len(self._signatures) >= 4096:
-                self._signatures.clear()
-            self._signatures[sig] = entry
-        return self._run(kernel, inputs, out, entry, stream, bound)
-
-    def _run(
-        self,
-        kernel: str,
-        inputs: Sequence[Array],
-        out: Array | None,
-        entry: tuple[Any, ...],
-        stream: Stream | None,
-        bound: Mapping[str, Any],
-    ) -> Array:
-        """Launch a validated kernel: allocate or check ``out``, keep the operands in place, translate errors.
-
-        ``entry`` is a signature cache entry: (out shape, out dtype, bound parameters, out bytes,
-        out byte strides, the implementation to call or ``None`` for :meth:`_launch`).
-        """
+            sig = entry = None
+        if entry is not None:
+            # The key's parameter values equal the caller's and have the same types, but the
+            # caller's own values are passed (0.0 and -0.0 are one key).
+            bound = {**entry[2], **params} if params else entry[2]
+        else:
+            entry = self._validate(kernel, inputs, params, sig)
+            bound = entry[2]
+            if entry[0] is None:  # a task kernel: its result is no array
+                return self._launch_task(kernel, inputs, bound, stream or self.default_stream)
         s = stream or self.default_stream
         pool = self._pool if self._pool is not None else self.pool
-        fresh = out is None
-        if fresh:
+        if out is None:
+            fresh = True
             clock = _use_clock
             for a in inputs:  # most recently used: allocating the output spills others first
                 a.allocation.last_use = next(clock)
             out = _fresh_array(self, entry[0], entry[1], pool.allocate(entry[3], s), entry[4])
-        elif out.shape != entry[0] or out.dtype != entry[1] or out.device is not self:
-            raise ShapeError(
-                f"kernel '{kernel}': out must be {dt.dtype_name(entry[1])}{entry[0]} on {self.id},"
-                f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
-            )
+        else:
+            fresh = False
+            if out.shape != entry[0] or out.dtype != entry[1] or out.device is not self:
+                raise ShapeError(
+                    f"kernel '{kernel}': out must be {dt.dtype_name(entry[1])}{entry[0]} on {self.id},"
+                    f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
+                )
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         # Listed in IN_USE while the kernel runs, so no pool moves or spills the operands under it
@@ -776,6 +735,43 @@ class Device:
         if launch_observer is not None:
             launch_observer(self, kernel, inputs, out, bound, fresh)
         return out
+
+    def _validate(self, kernel: str, inputs: Sequence[Array], params: Mapping[str, Any], sig: Any) -> tuple[Any, ...]:
+        """Check a launch whose signature is not cached and return its entry: (out shape, out
+        dtype, bound parameters, out bytes, out byte strides, the implementation to call or ``None``
+        for :meth:`_launch`); the shape is ``None`` for a task kernel. Cached under ``sig`` unless
+        that is ``None`` or the kernel is a task."""
+        spec = KERNELS.get(kernel) or get_kernel(kernel)
+        bound = spec.bind(inputs, params)
+        for a in inputs:
+            where = getattr(a, "device", self)
+            if where is not self:
+                if where.id == self.id:
+                    raise ShapeError(f"kernel '{kernel}': an input belongs to another Runtime's {where.id};"
+                                     " arrays cannot cross runtimes (create them with the runtime that launches)")
+                raise ShapeError(
+                    f"kernel '{kernel}': input on {where.id} passed to a launch on {self.id}; move it with .to()"
+                )
+        inferred = spec.infer(inputs, bound)
+        if inferred is None:
+            return (None, None, bound, 0, (), None)
+        shape, out_dtype = inferred
+        key = spec.key_dtype(inputs, out_dtype)
+        supported = self._supported.get(kernel)
+        if supported is None or key not in supported:
+            raise UnsupportedKernelError(
+                kernel=kernel, device=self.id, dtype=dt.dtype_name(key),
+                supported=sorted(dt.dtype_name(d) for d in supported) if supported else (),
+            )
+        # The base _launch calls the table's implementation: call it directly then.
+        impl = self._impls.get(kernel) if type(self)._launch is Device._launch else None
+        entry = (shape, out_dtype, bound, _prod(shape) * out_dtype.itemsize,
+                 contiguous_strides(shape, out_dtype.itemsize), impl)
+        if sig is not None:
+            if len(self._signatures) >= 4096:
+                self._signatures.clear()
+            self._signatures[sig] = entry
+        return entry
 
     def _new_output(self, shape: tuple[int, ...], dtype: np.dtype, stream: Stream) -> Array:
         """A fresh output array of an already validated shape and dtype (layout cached per signature)."""

@@ -4,8 +4,9 @@ Kept apart from the pool (and importing nothing from dsrt) because the launch pa
 ``dsrt.device`` inlines the registration below on its hot path.
 
 The protocol, for any code that reads an allocation's raw ``handle``/``offset``: (1) list it in
-:data:`IN_USE`; (2) call its pool's ``hold`` (which takes the pool lock once: a spill or compaction
-that began before step 1 has then finished, and every later one sees step 1); (3) only then read
+:data:`IN_USE`; (2) call its pool's ``hold`` (a barrier: a spill or compaction that began before
+step 1 has then finished, and every later one sees step 1; the caching pool takes its lock for this
+only when a move is under way, see ``CachingPool.hold``); (3) only then read
 ``handle``/``offset``; (4) remove the entry when the bytes are no longer touched. Reading the handle
 before step 2, or registering after reading it, races a concurrent move: the bytes land in, or come
 from, a block that already belongs to someone else. :func:`in_use` does steps 1, 2 and 4.

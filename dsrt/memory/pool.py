@@ -9,6 +9,7 @@ blocks kept whole), freeing and coalescing, segments, and the policy that ties t
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import weakref
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutOfMemoryError, format_bytes
-from . import ALIGNMENT, Allocation, MemoryPool, _use_clock
+from .base import ALIGNMENT, Allocation, MemoryPool, _use_clock
 from .blocks import Block, Segment
 from .compact import COMPACT_SHIFT, COMPACT_SPAN, Compactor
 from .fit import FreeIndex, carve_tail, fit
@@ -51,10 +52,15 @@ QUICK_MAX = 64 << 10
 QUICK_BLOCKS = 8
 #: Only temporaries are kept: blocks freed within this many allocations of their own.
 QUICK_AGE = 16
+#: Stale entries (blocks reused since) are pruned from the quick cache's order beyond this length.
+_QUICK_ORDER_MAX = 256
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 _new = object.__new__
 _ref = weakref.ref
+#: False on a free-threaded interpreter running without the GIL: :meth:`CachingPool.hold` then always
+#: takes the lock (its lock-free check relies on the GIL's sequentially consistent interleaving).
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
 class CachingPool(MemoryPool):
@@ -135,6 +141,9 @@ class CachingPool(MemoryPool):
     ) -> None:
         super().__init__(device)
         self._lock = threading.Lock()
+        # True while this pool moves live bytes (compaction, spilling, fetching), set and cleared
+        # under the lock; read without it by ``hold`` (see there for why that is safe).
+        self._moving = False
         self._deferred: deque[Allocation] = deque()
         self._small = FreeIndex()
         self._large = FreeIndex()
@@ -263,13 +272,41 @@ class CachingPool(MemoryPool):
         If the lock is busy (another thread, or a finaliser that ran inside this pool's own
         critical section) the free is queued and applied by the next pool operation.
         """
-        if not self._lock.acquire(False):
+        lock = self._lock
+        if not lock.acquire(False):
             self._deferred.append(alloc)
             return
         try:
-            self._free_locked(alloc)
+            block = alloc.pool_data
+            c = self.counters
+            # The quick cache's common case inlined (see _free_locked): a young small block on a
+            # synchronous device goes on its size's LIFO while fewer than quick_blocks wait.
+            if (type(block) is Block and self._sync and c.quick_count < self.quick_blocks
+                    and (size := block.size) <= QUICK_MAX and c.num_allocs - block.born <= QUICK_AGE
+                    and (c.quick_bytes + size) << 5 <= c.reserved):
+                alloc.pool_data = None
+                alloc.handle = None
+                c.num_frees += 1
+                c.allocated -= size
+                c.requested -= block.requested
+                block.alloc_ref = None
+                self._quick_serial = stamp = self._quick_serial + 1
+                block.requested = -stamp  # negative while cached whole: not live, not in the free index
+                quick = self._quick.get(size)
+                if quick is None:
+                    self._quick[size] = [block]
+                else:
+                    quick.append(block)
+                order = self._quick_order
+                order.append((block, stamp))
+                if len(order) > _QUICK_ORDER_MAX:
+                    self._prune_quick_order()
+                c.quick_bytes += size
+                c.quick_count += 1
+            else:
+                self._free_locked(alloc)
         finally:
-            self._lock.release()
+            lock.release()
 
     def _drain(self) -> None:
         deferred = self._deferred
@@ -314,6 +351,9 @@ class CachingPool(MemoryPool):
         order.append((block, stamp))
         c.quick_bytes += size
         c.quick_count += 1
+        if len(order) > _QUICK_ORDER_MAX:
+            self._prune_quick_order()
+            order = self._quick_order
         while order and (c.quick_count > self.quick_blocks or order[0][0].requested != -order[0][1]):
             old, old_stamp = order.popleft()
             if old.requested == -old_stamp:  # still waiting (not reused since): merge it back
@@ -325,6 +365,11 @@ class CachingPool(MemoryPool):
                 c.quick_count -= 1
                 old.requested = 0
                 self._release_block(old)
+
+    def _prune_quick_order(self) -> None:
+        """Drop the entries of blocks reused since they were cached from the quick cache's order
+        (kept lazily: one stale entry per reuse). Locked."""
+        self._quick_order = deque(e for e in self._quick_order if e[0].requested == -e[1])
 
     def _release_block(self, block: Block) -> None:
         """Return a live block to its free index, merging free neighbours. Locked.
@@ -423,7 +468,11 @@ class CachingPool(MemoryPool):
             # Enough bytes are free but no hole fits: move a few live blocks to open one, rather
             # than reserve more (or spill). Asynchronous devices must synchronise to move, so they
             # compact only when the alternative is freeing the cache or spilling.
-            block = self._compactor.compact(size, stream, index)
+            moving, self._moving = self._moving, True
+            try:
+                block = self._compactor.compact(size, stream, index)
+            finally:
+                self._moving = moving
             if block is not None:
                 return block
         budget = int((c.allocated + size) * (1.0 + self.cache_slack))
@@ -443,14 +492,18 @@ class CachingPool(MemoryPool):
         if block is not None:
             return block
         spilled = 0
-        for victim in self._spiller.candidates(exclude):
-            spilled += self._spiller.spill(victim)
-            block = index.find(size, stream)
-            if block is None:
-                self._trim_to(max(capacity - seg_size, 0), wait=True)
-                block = self._new_segment(seg_size, large, capacity)
-            if block is not None:
-                return block
+        moving, self._moving = self._moving, True
+        try:
+            for victim in self._spiller.candidates(exclude):
+                spilled += self._spiller.spill(victim)
+                block = index.find(size, stream)
+                if block is None:
+                    self._trim_to(max(capacity - seg_size, 0), wait=True)
+                    block = self._new_segment(seg_size, large, capacity)
+                if block is not None:
+                    return block
+        finally:
+            self._moving = moving
         tried.append(f"spilling {format_bytes(spilled)} of least-recently-used allocations to host")
         raise self._oom(n, capacity, tried)
 
@@ -535,6 +588,25 @@ class CachingPool(MemoryPool):
         registered the items, never with the pool lock held.
         """
         clock = _use_clock
+        if _GIL and not self._moving:
+            # The lock-free barrier. Every move of live bytes (compaction, spilling, fetching) runs
+            # under the lock with ``_moving`` set *before* it reads IN_USE and cleared only *after*
+            # the moved allocations' handle/offset/generation are all stored. The caller listed
+            # ``items`` in IN_USE before this call, so, the GIL interleaving the two threads' steps
+            # in one total order, reading ``_moving`` false here means either (a) no move has set
+            # it yet, so any move that starts later reads IN_USE after the listing and leaves the
+            # items alone, or (b) every move that set it has cleared it, i.e. finished, so the
+            # handles read from here on are the new ones. A move under way shows ``_moving`` true
+            # and takes the locked path below, which waits for it. The one thing left to do is
+            # fetching spilled items (``handle is None``), which needs the lock too. Frees queued
+            # in ``_deferred`` wait for the next locked operation (they move nothing).
+            for item in items:
+                alloc = getattr(item, "allocation", item)
+                if alloc.handle is None and alloc.pool is self:
+                    break
+                alloc.last_use = next(clock)
+            else:
+                return
         with self._lock:
             if self._deferred:
                 self._drain()
@@ -546,15 +618,23 @@ class CachingPool(MemoryPool):
                     alloc.last_use = next(clock)
 
     def _fetch_locked(self, alloc: Allocation) -> None:
-        """:meth:`fetch` with the lock held."""
-        self._spiller.fetch(alloc)
+        """:meth:`fetch` with the lock held (``_moving`` set while the bytes come back)."""
+        moving, self._moving = self._moving, True
+        try:
+            self._spiller.fetch(alloc)
+        finally:
+            self._moving = moving
 
     def spill(self, alloc: Allocation) -> int:
         """Move ``alloc`` off the device now (it comes back on ``touch``). Returns bytes freed."""
         with self._lock:
             if type(alloc.pool_data) is not Block or alloc.pool is not self:
                 return 0
-            return self._spiller.spill(alloc)
+            moving, self._moving = self._moving, True
+            try:
+                return self._spiller.spill(alloc)
+            finally:
+                self._moving = moving
 
     @contextmanager
     def pinned(self, allocs: Iterable[Allocation]) -> Iterator[None]:

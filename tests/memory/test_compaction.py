@@ -111,16 +111,16 @@ def test_arrays_keep_their_values_and_dlpack_views_their_memory():
     cpu._pool = pool
     ref = [np.arange(2048, dtype=np.float32) * (i + 1) for i in range(32)]
     arrays = [rt.asarray(r, device=cpu) for r in ref]
-    assert all(a._alloc.pool is pool for a in arrays)
+    assert all(a.allocation.pool is pool for a in arrays)
     exported = np.from_dlpack(arrays[1])  # shares memory: this one must stay put
     for a in arrays[::2]:
         a.release()
     kept, kept_ref = arrays[1::2], ref[1::2]
-    before = [a._alloc.offset for a in kept]
+    before = [a.allocation.offset for a in kept]
     big = rt.asarray(np.ones(16 * 1024, np.float32), device=cpu)  # 64 KiB
     assert pool.stats()["compactions"] == 1
-    assert any(a._alloc.offset != off for a, off in zip(kept, before, strict=True))
-    assert kept[0]._alloc.offset == before[0]
+    assert any(a.allocation.offset != off for a, off in zip(kept, before, strict=True))
+    assert kept[0].allocation.offset == before[0]
     for a, r in zip(kept, kept_ref, strict=True):
         np.testing.assert_array_equal(a.numpy(), r)
     sums = rt.launch("add", kept[3], kept[4]).numpy()  # views over moved bytes are rebuilt
@@ -194,24 +194,24 @@ def test_launches_list_their_operands_while_they_run(monkeypatch):
     real_launch = type(cpu)._launch
 
     def spy(self, kernel, inputs, out, bound, stream):
-        seen.append(busy_ids() & {id(x._alloc), id(y._alloc), id(out._alloc)})
+        seen.append(busy_ids() & {id(x.allocation), id(y.allocation), id(out.allocation)})
         return real_launch(self, kernel, inputs, out, bound, stream)
 
     monkeypatch.setattr(type(cpu), "_launch", spy)
     out = rt.launch("add", x, y)
-    assert seen == [{id(x._alloc), id(y._alloc), id(out._alloc)}] and not IN_USE
+    assert seen == [{id(x.allocation), id(y.allocation), id(out.allocation)}] and not IN_USE
 
     real_user = type(cpu)._launch_user
 
     def spy_user(self, kernel, args, options, stream):
-        seen.append(busy_ids() & {id(x._alloc), id(y._alloc)})
+        seen.append(busy_ids() & {id(x.allocation), id(y.allocation)})
         return real_user(self, kernel, args, options, stream)
 
     monkeypatch.setattr(type(cpu), "_launch_user", spy_user)
     scale = rt.compile("void scale(float *x, float a, int n) { for (int i = 0; i < n; i++) x[i] *= a; }",
                        lang="c", name="scale", device=cpu)
     scale.launch(y, 2.0, 64)
-    assert seen[-1] == {id(y._alloc)} and not IN_USE
+    assert seen[-1] == {id(y.allocation)} and not IN_USE
     np.testing.assert_array_equal(y.numpy(), 2.0)
 
 

@@ -24,7 +24,7 @@ def test_every_device_gets_a_caching_pool(cpu):
     assert isinstance(cpu.pool, CachingPool)
     assert isinstance(create_pool(cpu), CachingPool)
     a = cpu.asarray(np.arange(100, dtype=np.float32))
-    assert a._alloc.pool is cpu.pool
+    assert a.allocation.pool is cpu.pool
     np.testing.assert_array_equal(cpu.copy_to_host(cpu.launch("add", a, a)), 2 * np.arange(100, dtype=np.float32))
     assert cpu.pool.stats()["num_allocs"] >= 2
 
