@@ -206,6 +206,8 @@ class Dmda(Policy):
     explore = True
     rebalance = True
     max_rebalance_steps = 256
+    #: A refresh chunk must be predicted to finish within this share of the planned makespan.
+    refresh_share = 0.5
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -319,7 +321,7 @@ class Dmda(Policy):
         _refine(rcost, load, rassign, max_steps=min(4 * n, self.max_rebalance_steps))
         after = float(load.max())
         assign = np.where(rassign >= 0, rdev[rows, np.maximum(rassign, 0)], -1)
-        refreshed = self._refresh(cost, base, assign, after)
+        refreshed = self._refresh(cost, base, assign, after, groups)
         greedy = np.where(rgreedy >= 0, rdev[rows, np.maximum(rgreedy, 0)], -1)
         for i, task in enumerate(tasks):
             j = int(assign[i])
@@ -339,25 +341,29 @@ class Dmda(Policy):
                        f" {after:.4g}s (transfer {chosen.transfer:.3g} + run {chosen.run:.3g}s here)")
             self.ctx.assign(task, workers[j], Placement(workers[j].id, self.name, now, why, cands[i]))
 
-    def _refresh(self, cost: np.ndarray, base: np.ndarray, assign: np.ndarray, makespan: float) -> set[int]:
-        """Give each capable device left idle by the plan its cheapest task, when that fits in the plan.
+    def _refresh(self, cost: np.ndarray, base: np.ndarray, assign: np.ndarray, makespan: float,
+                 groups: Sequence[Sequence[int]]) -> set[int]:
+        """Give each capable resource left idle by the plan its cheapest task, when that fits in the plan.
 
         A device the model thinks slow gets no work, so its model never learns that it is fast again
-        (it was measured under load once, say), including a device that shares hardware with a faster
-        one. One small chunk per batch keeps every capable device measured, at a bounded cost: the
-        moved task's predicted finish there stays within the planned makespan. Returns the moved
-        tasks' indices (``assign`` is updated in place).
+        (it was measured under load once, say). Devices sharing hardware with a busy one are left
+        alone: a chunk there would only take cores from it. One small chunk per batch keeps every
+        capable resource measured, at a bounded cost: the
+        moved task's predicted finish there stays within :attr:`refresh_share` of the planned
+        makespan, so even a prediction off by that factor does not lengthen the run. Returns the
+        moved tasks' indices (``assign`` is updated in place).
         """
         moved: set[int] = set()
         n, m = cost.shape
         if n < 2 * m:
             return moved
+        busy_hardware = {j for members in groups for j in members if np.isin(assign, members).any()}
         for j in range(m):
-            if (assign == j).any() or np.isinf(cost[:, j]).all():
+            if j in busy_hardware or np.isinf(cost[:, j]).all():
                 continue
             i = int(np.argmin(cost[:, j]))
             source = int(assign[i])
-            if source < 0 or base[j] + cost[i, j] > makespan or (assign == source).sum() < 2:
+            if source < 0 or base[j] + cost[i, j] > self.refresh_share * makespan or (assign == source).sum() < 2:
                 continue
             assign[i] = j
             moved.add(i)
