@@ -66,11 +66,13 @@ class Cluster:
     """A Dask cluster as a source of remote devices (see the module docstring).
 
     ``target``: a scheduler address (``tcp://127.0.0.1:8786``) or a ``distributed.Client``.
-    ``pipeline_depth``: chunks kept in flight per remote device. ``connect_timeout``: seconds to reach
+    ``pipeline_depth``: chunks kept in flight per remote device (64: enough to hide a loopback round
+    trip behind small chunks, as ``client.map`` does, measured 16 -> 1.25x, 64 -> 0.99x Dask's time
+    for 512 small chunks; the chunks in flight on a worker that dies are placed again). ``connect_timeout``: seconds to reach
     the scheduler. ``probe_timeout``: seconds a worker may take to describe itself and answer probes.
     """
 
-    def __init__(self, target: Any, *, pipeline_depth: int = 16, connect_timeout: float = 10.0,
+    def __init__(self, target: Any, *, pipeline_depth: int = 64, connect_timeout: float = 10.0,
                  probe_timeout: float = 30.0) -> None:
         from distributed import Client
 
