@@ -51,9 +51,13 @@ class _Lines:
 
 def _debris(path: Path) -> bool:
     """True when a save was cut short: a step directory without a manifest, or a temporary file."""
-    committed = {n.split(".")[0] for n in os.listdir(path / "manifests") if n.endswith(".json")}
-    steps = [n for n in os.listdir(path / "steps") if n.isdigit()]
-    temps = [n for d in ("manifests", "chunks/rank0") for n in os.listdir(path / d) if ".tmp" in n]
+    def listing(sub: str) -> list[str]:
+        # A kill while the first save creates the layout can leave some of these folders missing.
+        return os.listdir(path / sub) if (path / sub).is_dir() else []
+
+    committed = {n.split(".")[0] for n in listing("manifests") if n.endswith(".json")}
+    steps = [n for n in listing("steps") if n.isdigit()]
+    temps = [n for d in ("manifests", "chunks/rank0") for n in listing(d) if ".tmp" in n]
     return bool(temps) or any(s not in committed for s in steps)
 
 
