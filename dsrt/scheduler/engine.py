@@ -157,6 +157,7 @@ class Engine:
                 self.stats.excluded[w.id] = w.excluded
         self._outstanding = 0
         self._finished: set[int] = set()
+        self._implementer_cache: dict[tuple[str, str | None], list[Worker]] = {}
         self.policy: Policy = policy.factory(self)
 
     # ------------------------------------------------------------------ policy context
@@ -170,9 +171,7 @@ class Engine:
     def capable(self, task: Task, worker: Worker) -> tuple[bool, str]:
         if worker.excluded:
             return False, worker.excluded
-        if worker.fallback_only and any(
-                o is not worker and o.alive and not o.excluded and not o.fallback_only
-                and o.supports(task.kernel, task.dtype) for o in self._all):
+        if worker.fallback_only and any(o.alive for o in self._implementers(task.kernel, task.dtype)):
             return False, worker.fallback_only
         if not worker.alive:
             return False, f"quarantined: {worker.quarantine_reason}"
@@ -189,6 +188,16 @@ class Engine:
                         " inexact devices")
             return False, why
         return True, ""
+
+    def _implementers(self, kernel: str, dtype: str | None) -> list[Worker]:
+        """Workers that may take ``kernel`` in ``dtype`` without being fallback-only (per run, cached:
+        ``capable`` asks this for every simulated device and every task)."""
+        key = (kernel, dtype)
+        found = self._implementer_cache.get(key)
+        if found is None:
+            found = self._implementer_cache[key] = [
+                o for o in self._all if not o.excluded and not o.fallback_only and o.supports(kernel, dtype)]
+        return found
 
     def expected_free(self, worker: Worker) -> float:
         """Predicted time at which ``worker`` has finished everything it holds (seconds, run clock).
