@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from dsrt.device import Device, DeviceInfo, Event, Stream
-from dsrt_cpu.hostmem import HostMemory
+from dsrt.memory.hostmem import HostMemory
 
 
 class FakeDevice(HostMemory, Device):

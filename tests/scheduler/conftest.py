@@ -14,7 +14,7 @@ import dsrt
 from dsrt.errors import DeviceLostError, KernelLaunchError
 
 dsrt_cpu = pytest.importorskip("dsrt_cpu", reason="the cpu plugin is not installed")
-from dsrt_cpu.hostmem import host_view  # noqa: E402
+from dsrt.memory.hostmem import host_view  # noqa: E402
 
 
 class FaultyCpu(dsrt_cpu.CpuDevice):
