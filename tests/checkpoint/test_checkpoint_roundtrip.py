@@ -97,7 +97,7 @@ def test_escape_is_injective_and_reversible() -> None:
 
 
 def test_zarr_reads_each_array_without_dsrt(tmp_path, cpu: dsrt.Device) -> None:
-    zarr = pytest.importorskip("zarr")
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed: pip install dsrt[checkpoint]")
     w = _values(np.dtype(np.float32), (300, 70), 1)
     bf = _values(dt.bfloat16, (40, 33), 2)
     f8 = _values(dt.float8_e5m2, (1000,), 3)

@@ -210,7 +210,7 @@ def test_quantum_shots_and_statevector_output(tmp_path: Path, capsys: Any) -> No
 # ----------------------------------------------------------------------------------- neuromorphic
 @pytest.fixture()
 def nir_file(tmp_path: Path) -> Path:
-    pytest.importorskip("nir")
+    pytest.importorskip("nir", reason="nir is not installed: pip install dsrt[neuro]")
     sys.path.insert(0, str(ROOT / "tests"))
     from fuzz_common import _nir_seed
 
@@ -248,7 +248,7 @@ def test_snn_run_argument_errors(nir_file: Path, capsys: Any, extra: list[str], 
 
 
 def test_snn_run_on_what_is_not_an_nir_file(tmp_path: Path, capsys: Any) -> None:
-    pytest.importorskip("nir")
+    pytest.importorskip("nir", reason="nir is not installed: pip install dsrt[neuro]")
     (tmp_path / "x.nir").write_bytes(b"\x89HDF\xff" * 100)
     err = _one_line_error(capsys, ["snn", "run", str(tmp_path / "x.nir"), "--steps", "1", "--dt", "0.001"])
     assert "x.nir" in err

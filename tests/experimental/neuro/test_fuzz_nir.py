@@ -20,8 +20,8 @@ HARNESS = Path(__file__).resolve().parents[2] / "fuzz_common.py"
 
 
 def test_mutated_nir_files_give_located_errors_and_no_hangs() -> None:
-    pytest.importorskip("nir")
-    pytest.importorskip("h5py")
+    pytest.importorskip("nir", reason="nir is not installed: pip install dsrt[neuro]")
+    pytest.importorskip("h5py", reason="h5py (the NIR file format) is not installed: pip install dsrt[neuro]")
     proc = subprocess.run([sys.executable, str(HARNESS), "nir", "100", "11", "30"], capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -19,7 +19,7 @@ HARNESS = Path(__file__).resolve().parents[2] / "fuzz_common.py"
 @pytest.mark.parametrize("fmt, count", [("qasm2", 200), ("qasm3", 100)])
 def test_mutated_qasm_gives_located_errors_and_no_hangs(fmt: str, count: int) -> None:
     if fmt == "qasm3":
-        pytest.importorskip("openqasm3.parser")
+        pytest.importorskip("openqasm3.parser", reason="the OpenQASM 3 parser is not installed: pip install dsrt[quantum]")
     proc = subprocess.run([sys.executable, str(HARNESS), fmt, str(count), "7", "5"], capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
