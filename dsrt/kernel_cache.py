@@ -252,7 +252,7 @@ class KernelCache:
             raw = _read_exact(manifest_path, None, _MANIFEST_MAX)
         except FileNotFoundError:
             orphans = [p for p in directory.glob(f"{key}.*{self.suffix}") if not p.name.startswith(".")]
-            if orphans:
+            if orphans and not _store_in_progress(directory, key):
                 self._reject(key, "manifest-missing", f"{orphans[0].name} has no {manifest_path.name}")
                 for p in orphans:
                     p.unlink(missing_ok=True)
@@ -313,8 +313,9 @@ class KernelCache:
         directory = self.directory()
         for attempt in range(2):
             try:
-                _atomic_write(directory / name, data)
-                _atomic_write(directory / f"{key}.json", blob)
+                with _storing(directory, key):  # artifact, then manifest: an orphan seen meanwhile is no debris
+                    _atomic_write(directory / name, data)
+                    _atomic_write(directory / f"{key}.json", blob)
             except OSError as exc:
                 fell_back = self.stats["fallback"]
                 if attempt == 0 and not fell_back:
@@ -387,3 +388,50 @@ def _memfd_copy(data: bytes, digest: str, suffix: str) -> tuple[int | None, str 
         os.close(fd)
         return None, None
     return fd, path
+
+
+def _lock_path(directory: Path, key: str) -> Path:
+    return directory / f".{key}.lock"
+
+
+class _storing:
+    """Held (an exclusive ``flock`` on ``.<key>.lock``) while a process writes an entry's artifact and
+    manifest, so a loader that sees the artifact before its manifest knows a store is under way.
+    Without ``fcntl``, or where the lock file cannot be created, it holds nothing."""
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.path = _lock_path(directory, key)
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        try:
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            self.fd = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+
+
+def _store_in_progress(directory: Path, key: str) -> bool:
+    """True when another process (or thread) holds ``key``'s store lock right now."""
+    try:
+        import fcntl
+
+        fd = os.open(_lock_path(directory, key), os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
