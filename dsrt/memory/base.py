@@ -99,6 +99,11 @@ class MemoryPool:
     ``limit`` is the most bytes the pool may reserve from the device (``None``: the device's memory).
     """
 
+    #: True where :meth:`hold` may be skipped for resident items while no move is under way
+    #: (``_moving`` false): a launch then only stamps ``last_use`` itself. See CachingPool.hold.
+    lock_free_hold = False
+    _moving = False
+
     def __init__(self, device: Device, *, limit: int | None = None) -> None:
         self.device = device
         #: The only way the pool reaches device memory (see :mod:`dsrt.memory.allocator`).

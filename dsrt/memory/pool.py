@@ -140,6 +140,7 @@ class CachingPool(MemoryPool):
         compact_ratio: float | None = 1.05,
     ) -> None:
         super().__init__(device)
+        self.lock_free_hold = _GIL
         self._lock = threading.Lock()
         # True while this pool moves live bytes (compaction, spilling, fetching), set and cleared
         # under the lock; read without it by ``hold`` (see there for why that is safe).
