@@ -46,9 +46,12 @@ class Block:
     pending). A live block's ``alloc_ref`` is a weak reference to its :class:`Allocation`,
     ``requested`` the bytes the user asked for and ``born`` the pool's allocation count when it
     went live (its age decides whether a freed block is a temporary worth keeping whole).
+    ``host_view`` caches the last host view made of the block's bytes (see
+    :func:`dsrt.memory.hostmem.host_view`); it is checked against the block's place on every use.
     """
 
-    __slots__ = ("alloc_ref", "born", "free", "next", "offset", "pending", "prev", "requested", "segment", "size")
+    __slots__ = ("alloc_ref", "born", "free", "host_view", "next", "offset", "pending", "prev", "requested",
+                 "segment", "size")
 
     def __init__(self, segment: Segment, offset: int, size: int) -> None:
         self.segment = segment
@@ -61,6 +64,7 @@ class Block:
         self.alloc_ref: Any = None
         self.requested = 0
         self.born = 0  # the pool's allocation count when it last went live
+        self.host_view: tuple[Any, ...] | None = None
 
     def usable_on(self, stream: Any) -> bool:
         """True if ``stream`` may use the bytes now: every pending event is on ``stream`` or done."""

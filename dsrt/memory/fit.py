@@ -63,6 +63,7 @@ class FreeIndex:
     def recycle(self, block: Block) -> None:
         """Keep ``block``, just merged into a neighbour and referenced by nothing else, for reuse."""
         if len(self.spare) < SPARE_BLOCKS:
+            block.host_view = None  # its segment may go; a cached view would keep the buffer alive
             self.spare.append(block)
 
     def insert(self, block: Block) -> None:

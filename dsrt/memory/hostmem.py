@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import OutOfMemoryError
 from .base import ALIGNMENT
+from .blocks import Block
 
 if TYPE_CHECKING:
     from ..array import Array
@@ -32,17 +33,34 @@ def host_view(a: Array) -> np.ndarray:
     """The numpy view of ``a``, an array on a host-memory device (cached until its allocation moves).
 
     Called on the launching thread by kernels, typically once per operand per launch; the cache makes
-    a repeated call two slot reads and a comparison. The view shares memory with the device buffer.
+    a repeated call two slot reads and a comparison, and a fresh array in a block that last held an
+    array of the same dtype and shape reuses that array's view (cached on the pool's block). The view
+    shares memory with the device buffer; treat its metadata as read-only (never assign ``.shape``,
+    ``.strides`` or flags in place).
     """
     alloc = a.allocation
     native = a.native
     if a.native_generation == alloc.generation and native is not None:
         return native
-    shape, dtype = a.shape, a.dtype
-    if len(shape) == 1 and a.strides[0] == dtype.itemsize:  # the common case, at a third of the cost
-        v = np.frombuffer(alloc.handle, dtype, shape[0], alloc.offset + a.byte_offset)
+    shape, dtype, strides = a.shape, a.dtype, a.strides
+    offset = alloc.offset + a.byte_offset
+    handle = alloc.handle
+    block = alloc.pool_data
+    # A fresh array in a block reused for the same signature (the quick cache makes this the common
+    # case of an allocating launch) takes the view the block's previous tenant made: it describes
+    # the same bytes the same way. (So a caller must not change a view's shape, strides or flags
+    # in place; reshaping returns a new view and is fine.)
+    cached = block.host_view if type(block) is Block else None
+    if (cached is not None and cached[0] is handle and cached[1] == offset and cached[2] is dtype
+            and cached[3] == shape and cached[4] == strides):
+        v = cached[5]
     else:
-        v = np.ndarray(shape, dtype, buffer=alloc.handle, offset=alloc.offset + a.byte_offset, strides=a.strides)
+        if len(shape) == 1 and strides[0] == dtype.itemsize:  # the common case, at a third of the cost
+            v = np.frombuffer(handle, dtype, shape[0], offset)
+        else:
+            v = np.ndarray(shape, dtype, buffer=handle, offset=offset, strides=strides)
+        if type(block) is Block:
+            block.host_view = (handle, offset, dtype, shape, strides, v)
     a.native = v
     a.native_generation = alloc.generation
     return v
