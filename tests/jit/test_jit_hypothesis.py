@@ -9,7 +9,7 @@ import math
 import os
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dsrt import dtypes as dt
@@ -87,6 +87,7 @@ def _program(rt, n_in, prog, outs, inplace, reduce):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(programs(), st.sampled_from(SHAPES), st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
+@example((2, [("add", 1, 1, 0.5)], [2], False, "reduce_sum"), (4, 9), "float64", 681390)  # a cancelling sum
 def test_random_elementwise_dags_replay_like_eager(rt, cpu, program, shape, dtype, seed):
     n_in, prog, outs, inplace, reduce = program
     fn = _program(rt, n_in, prog, outs, inplace, reduce)
@@ -108,6 +109,13 @@ def test_random_elementwise_dags_replay_like_eager(rt, cpu, program, shape, dtyp
     assert f.stats["replays"] == 1, f.explain()
     size = int(np.prod(shape))
     for j, (g, w) in enumerate(zip(got, want, strict=True)):
-        acc = size if reduce == "reduce_sum" and j == len(got) - 1 else 1
+        bound = tolerance(dtype)
+        if reduce == "reduce_sum" and j == len(got) - 1:
+            # Fused and eager sums add in different orders; their difference is bounded relative to
+            # sum(|x|), not to |sum(x)|, which cancellation of the uniform(-1, 1) inputs can make tiny.
+            last = n_in + len(prog) - 1
+            terms = _program(rt, n_in, prog, [last], inplace, None)(*xs)[0].numpy().astype(np.float64)
+            condition = np.abs(terms).sum() / max(abs(float(w.numpy())), np.finfo(np.float64).tiny)
+            bound = tolerance(dtype, accumulate=size) * max(1.0, condition)
         err = relative_error(g.numpy().astype(np.float64), w.numpy().astype(np.float64))
-        assert err <= tolerance(dtype, accumulate=acc), (j, err, str(f.explain()))
+        assert err <= bound, (j, err, bound, str(f.explain()))
