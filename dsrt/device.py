@@ -23,7 +23,9 @@ The pool reaches the memory primitives only through :attr:`Device.allocator` (a
 :class:`dsrt.memory.allocator.Allocator` adapted from them, which translates vendor errors once).
 
 Optional: ``_create_stream``/``_record_event`` (asynchronous backends), ``_compile`` (user kernels),
-``_import_dlpack``/``_export_dlpack`` (zero-copy exchange), ``_translate_error`` (vendor errors).
+``_import_dlpack``/``_export_dlpack`` (zero-copy exchange), ``_translate_error`` (vendor errors), and
+for the JIT (found with ``getattr``, see docs/jit.md) ``fused_kernel(ir)`` (generated kernels) and
+``graph_replay`` (runs of steps captured once and replayed as one device graph, :mod:`dsrt.jit.replay`).
 
 The public methods (:meth:`Device.launch`, :meth:`Device.empty`, :meth:`Device.asarray`, copies)
 validate arguments, turn vendor exceptions into :mod:`dsrt.errors` with the device and sizes in the

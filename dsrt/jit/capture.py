@@ -26,6 +26,7 @@ import dsrt.device as _device_module
 
 from ..array import Array
 from ..device import Device
+from ..memory import ALIGNMENT
 
 __all__ = ["Value", "Node", "Recorder", "active_recorder", "start", "stop"]
 
@@ -66,6 +67,9 @@ class Node:
     output: int
     params: Mapping[str, Any]
     inplace: bool = False
+    #: For an ``out=`` launch (``inplace``): the value whose buffer it overwrote (the eager run allocates
+    #: nothing for it; the memory plan uses this to know which buffer a version lives in).
+    overwrites: int = -1
 
 
 @dataclass
@@ -87,6 +91,10 @@ class Recorder:
     #: Weak references to the fresh outputs of launches, with their bytes (for the eager peak).
     produced: list[tuple[Any, int]] = field(default_factory=list)
     eager_peak_bytes: int = 0
+    #: Per device id, the most bytes of launch outputs Python held at once, each rounded up to
+    #: ALIGNMENT as the pool reserves it (the JIT's memory plan stays within it); device of each produced.
+    eager_device_peak: dict[str, int] = field(default_factory=dict)
+    produced_on: list[str] = field(default_factory=list)
     #: Task kernels or other launches that cannot be replayed.
     opaque: list[str] = field(default_factory=list)
     thread: int = field(default_factory=threading.get_ident)
@@ -174,7 +182,8 @@ class Recorder:
             if pv.kind == "view" or any(v.kind == "view" and v.base == prev for v in self.values):
                 self.fail(f"{where}: out= writes into an array that has views (reshape); not replayable")
         v = self._new(kind="node", device=device, shape=out.shape, dtype=out.dtype, producer=len(self.nodes))
-        self.nodes.append(Node(len(self.nodes), kernel, device, ins, v.vid, dict(params), inplace=not fresh))
+        self.nodes.append(Node(len(self.nodes), kernel, device, ins, v.vid, dict(params), inplace=not fresh,
+                               overwrites=-1 if prev is None else prev))
         if prev is not None:
             root = self.values[prev]
             if root.kind in ("input", "const"):
@@ -187,12 +196,18 @@ class Recorder:
         self._bind(out, v.vid)
         if fresh:
             self.produced.append((weakref.ref(out), out.nbytes))
+            self.produced_on.append(device.id)
             live = 0
-            for ref, nbytes in self.produced:
+            per: dict[str, int] = {}
+            for (ref, nbytes), dev_id in zip(self.produced, self.produced_on, strict=True):
                 if ref() is not None:
                     live += nbytes
+                    per[dev_id] = per.get(dev_id, 0) + (max(nbytes, 1) + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
             if live > self.eager_peak_bytes:
                 self.eager_peak_bytes = live
+            for dev_id, n in per.items():
+                if n > self.eager_device_peak.get(dev_id, 0):
+                    self.eager_device_peak[dev_id] = n
 
     def record_task(self, device: Device, kernel: str) -> None:
         self.fail(f"task kernel '{kernel}' on {device.id} returns no array; it is not replayable")

@@ -33,7 +33,8 @@ from ..errors import DsrtError, ShapeError
 from ..memory import in_use
 from .capture import Node, Recorder, Value
 from .ir import ELEMENTWISE, FUSED_DTYPES, SAFE_CASTS, FusedIR, FusedOp, GemmSpec, ReduceSpec
-from .plan import Interval, plan_offsets
+from .plan import Interval, live_peak, plan_best
+from .replay import Segment, graphs_enabled, segments
 
 __all__ = ["Graph", "Step", "Explanation", "fused_kernel_for"]
 
@@ -150,6 +151,25 @@ class Graph:
         self.arena_bytes: dict[str, int] = {}
         self.eager_peak_bytes = 0
         self.planned_peak_bytes = 0
+        #: Bytes of launch outputs the traced run held at once (as Python held them), plus inputs/constants.
+        self.eager_held_bytes = 0
+        #: How intermediates are served: ``arena`` (planned offsets), ``pool`` (allocated from the pool
+        #: per replay, freed after their last use) or ``eager`` (pool, unfused, in eager order).
+        self.plan_mode = "arena"
+        self.plan_note = ""
+        self.placement = ""
+        #: Per device id: the eager run's and the plan's peak bytes of launch outputs (ALIGNMENT-rounded).
+        self.eager_device_peak: dict[str, int] = {}
+        self.planned_device_peak: dict[str, int] = {}
+        self.segments: list[Segment] = []
+        self._live: list[int] = []
+        self._alloc_at: list[list[int]] = []
+        self._free_after: list[list[int]] = []
+        self._alias: dict[int, int] = {}
+        self._views_of: dict[int, list[Value]] = {}
+        self._fresh_buffer: dict[int, int] = {}
+        self._members: dict[int, list[int]] = {}
+        self._held_device_peak: dict[str, int] = {}
         self.eager_launches = 0
         self.replays = 0
         self._template: dict[int, Any] = {}
@@ -191,8 +211,10 @@ class Graph:
             return
         self.fresh = list(fresh)
         ext_bytes = sum(v.nbytes for v in self.values if v.kind in ("input", "const"))
-        self.eager_peak_bytes = ext_bytes + rec.eager_peak_bytes
+        self.eager_held_bytes = ext_bytes + rec.eager_peak_bytes
+        self._held_device_peak = dict(rec.eager_device_peak)
         live = self._live_nodes()
+        self._live = live
         groups = self._partition(live, fuse)
         steps: list[Step] = []
         for grp in groups:
@@ -518,8 +540,135 @@ class Graph:
         return order
 
     # ------------------------------------------------------------------ memory plan
+    def _storage(self, vid: int) -> int:
+        """The value that first occupied the buffer holding ``vid``: a launch output, an input or a
+        constant (an ``out=`` version lives in the buffer it overwrote; a view in its base's)."""
+        v = self.values[self._root(vid)]
+        while v.kind == "node" and self.nodes[v.producer].inplace and self.nodes[v.producer].overwrites >= 0:
+            v = self.values[self._root(self.nodes[v.producer].overwrites)]
+        return v.vid
+
+    def _buffer(self, vid: int) -> int | None:
+        """The launch output whose buffer holds value ``vid``, or ``None`` for an input's or constant's."""
+        st = self._storage(vid)
+        return st if self.values[st].kind == "node" else None
+
+    def _eager_buffers(self) -> list[Interval]:
+        """The eager run's launch-output buffers, live from the launch that made each one to the last
+        launch that reads or overwrites it (the end, ``len(nodes)``, when it is returned or written back).
+        Every recorded launch counts, dead ones too: the eager run made them. A lower bound of what the
+        eager run held, whatever Python kept alive."""
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for node in self.nodes:
+            i = node.index
+            b = self._buffer(node.output)
+            if b is not None:
+                first.setdefault(b, i)
+                last[b] = i
+            for v in node.inputs:
+                r = self._buffer(v)
+                if r is not None:
+                    last[r] = max(last.get(r, i), i)
+        end = len(self.nodes)
+        for v in self._needed_values():
+            b = self._buffer(v)
+            if b is not None:
+                last[b] = end
+        return [Interval(b, self.values[b].nbytes, first[b], last[b]) for b in first]
+
+    def _schedule(self, steps: Sequence[Step], times: Sequence[int], end: int,
+                  alias: bool) -> tuple[list[Interval], list[list[int]], list[list[int]], dict[int, int]]:
+        """Pool service of the values ``steps`` write: ``(intervals in time points, allocate before step,
+        release after step, alias)``. A buffer is allocated before the first step that writes it and
+        released after the last step that reads or writes it, never when it is returned or written back
+        (time ``end``). With ``alias`` an ``out=`` version shares the buffer it overwrote (eager order
+        only); otherwise every stored value is its own buffer."""
+        buffer: dict[int, int | None] = {}
+
+        def buf_of(vid: int) -> int | None:
+            if vid not in buffer:
+                buffer[vid] = self._buffer(vid) if alias else (self._root(vid) if self.values[self._root(vid)].kind
+                                                                == "node" else None)
+            return buffer[vid]
+
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        writes: dict[int, list[int]] = {}  # step -> values it writes that need a binding before it runs
+        aliases: dict[int, int] = {}
+        for s_i, s in enumerate(steps):
+            for v in s.outs:
+                b = buf_of(v)
+                if self.values[v].kind != "node":
+                    continue
+                if b is None:  # an out= version of an input/constant: written in place (eager order)
+                    aliases[v] = self._storage(v)
+                    writes.setdefault(s_i, []).append(v)
+                    continue
+                if b != v:
+                    aliases[v] = b
+                if b not in first:
+                    first[b] = s_i
+                    writes.setdefault(s_i, []).append(b)
+                if b != v:
+                    writes.setdefault(s_i, []).append(v)
+                last[b] = s_i
+            for v in s.ins:
+                b = buf_of(v)
+                if b is not None and b in first:
+                    last[b] = max(last[b], s_i)
+        needed = {buf_of(v) for v in self._needed_values()}
+        alloc: list[list[int]] = [writes.get(s_i, []) for s_i in range(len(steps))]
+        free: list[list[int]] = [[] for _ in steps]
+        intervals = []
+        for b, f in first.items():
+            if b in needed:
+                stop = end
+            else:
+                stop = times[last[b]]
+                free[last[b]].append(b)
+            intervals.append(Interval(b, self.values[b].nbytes, times[f], stop))
+        return intervals, alloc, free, aliases
+
+    @staticmethod
+    def _peaks(intervals: Sequence[Interval], device_of: Callable[[int], str],
+               constant: Mapping[str, int] | None = None) -> tuple[dict[str, int], int]:
+        """Per device and in total, the most ALIGNMENT-rounded bytes live at one point, plus ``constant``
+        bytes held throughout (an arena)."""
+        by_dev: dict[str, list[Interval]] = {}
+        for iv in intervals:
+            by_dev.setdefault(device_of(iv.key), []).append(iv)
+        peaks = {d: live_peak(ivs, aligned=True) for d, ivs in by_dev.items()}
+        extra = dict(constant or {})
+        for d, n in extra.items():
+            peaks[d] = peaks.get(d, 0) + n
+        return peaks, live_peak(intervals, aligned=True) + sum(extra.values())
+
     def _plan(self) -> None:
+        """Choose how intermediates are served so that a replay's peak never exceeds the eager run's.
+
+        The eager peak, per device and in total, is the larger of what the traced run held (the
+        recorder's figure) and the liveness of :meth:`_eager_buffers`, in ALIGNMENT-rounded bytes of
+        launch outputs (inputs and constants are the same on both sides). Tried in order, the
+        first within it on every device and in total wins: an arena per device (the smaller of the
+        placements of :mod:`dsrt.jit.plan`) plus the results; intermediates and results allocated from
+        the pool per replay around the fused steps; the recorded launches unfused in eager order with
+        pool allocations (within the eager peak by construction: the same buffers, live no longer)."""
         fresh = set(self.fresh)
+
+        def dev_of(vid: int) -> str:
+            return self.values[vid].device.id
+
+        live_peaks, live_total = self._peaks(self._eager_buffers(), dev_of)
+        held = self._held_device_peak
+        self.eager_device_peak = {d: max(live_peaks.get(d, 0), held.get(d, 0)) for d in {*live_peaks, *held}}
+        # the traced run held at least its largest device's peak at once (a bound on its total)
+        eager_total = max(live_total, max(held.values(), default=0))
+
+        def fits(peaks: Mapping[str, int], total: int) -> bool:
+            return total <= eager_total and all(n <= self.eager_device_peak.get(d, 0) for d, n in peaks.items())
+
+        # 1. one arena per device, results allocated by the replay
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for s_i, s in enumerate(self.steps):
@@ -541,27 +690,69 @@ class Graph:
             val = self.values[v]
             devices[val.device.id] = val.device
             by_dev.setdefault(val.device.id, []).append(Interval(v, val.nbytes, first[v], last[v]))
+        plans = {d: plan_best(ivs) for d, ivs in by_dev.items()}
+        arena = {d: pl[1] for d, pl in plans.items()}
+        results = [Interval(v, self.values[v].nbytes, 0, 0) for v in self.fresh]
+        arena_peaks, arena_total = self._peaks(results, dev_of, arena)
+        self.placement = ",".join(sorted({pl[2] for d, pl in plans.items() if pl[1]}))
         template: dict[int, Any] = {}  # value id -> Array, only for the values a replay touches
         for val in self.values:
             if val.kind == "const":
                 template[val.vid] = val.array
-        for dev_id, intervals in by_dev.items():
-            offsets, total = plan_offsets(intervals)
-            dev = devices[dev_id]
-            alloc = dev.pool.allocate(total)
-            self.arenas[dev_id] = alloc
-            self.arena_bytes[dev_id] = total
-            for iv in intervals:
-                val = self.values[iv.key]
-                template[iv.key] = Array(dev, val.shape, val.dtype, alloc, byte_offset=offsets[iv.key])
+        self.temps = temps
+        if fits(arena_peaks, arena_total):
+            self.plan_mode, self.planned_device_peak, planned_total = "arena", arena_peaks, arena_total
+            for dev_id, intervals in by_dev.items():
+                offsets, total, _name = plans[dev_id]
+                dev = devices[dev_id]
+                alloc = dev.pool.allocate(total)
+                self.arenas[dev_id] = alloc
+                self.arena_bytes[dev_id] = total
+                for iv in intervals:
+                    val = self.values[iv.key]
+                    template[iv.key] = Array(dev, val.shape, val.dtype, alloc, byte_offset=offsets[iv.key])
+        else:
+            over = (f"an arena of {sum(arena.values())} bytes plus the results would peak at {arena_total} bytes,"
+                    f" above the eager run's {eager_total}")
+            # 2. the fused steps, intermediates from the pool per replay
+            ivs, alloc_at, free_after, aliases = self._schedule(self.steps, range(len(self.steps)), end, alias=False)
+            peaks, total = self._peaks(ivs, dev_of)
+            self.plan_mode, self.plan_note = "pool", over
+            if not fits(peaks, total):
+                eager_steps = [self._unfused(i, "memory plan: replayed in eager order") for i in self._live]
+                times = list(self._live)
+                e_ivs, e_alloc, e_free, e_aliases = self._schedule(eager_steps, times, len(self.nodes), alias=True)
+                e_peaks, e_total = self._peaks(e_ivs, dev_of)
+                fresh_buffers = [self._buffer(v) for v in self.fresh]
+                if None not in fresh_buffers and len(set(fresh_buffers)) == len(fresh_buffers):
+                    self.plan_mode = "eager"
+                    self.plan_note = (f"{over}; intermediates from the pool around the fused steps would peak at"
+                                      f" {total} bytes")
+                    self.steps = eager_steps
+                    ivs, alloc_at, free_after, aliases, peaks, total = (e_ivs, e_alloc, e_free, e_aliases, e_peaks,
+                                                                         e_total)
+                else:
+                    self.plan_note = f"{over}; no plan within it (a result shares an input's buffer)"
+            self.planned_device_peak, planned_total = peaks, total
+            self._alloc_at, self._free_after, self._alias = alloc_at, free_after, aliases
+            self._fresh_buffer = {v: self._alias.get(v, v) for v in self.fresh}
+            self._members = {}
+            for a, b in self._alias.items():
+                self._members.setdefault(b, [b]).append(a)
         self._template = template
         self._views = [v for v in self.values if v.kind == "view"]
+        self._views_of = {}
+        for view in self._views:
+            self._views_of.setdefault(view.base, []).append(view)
         self._fresh_values = [self.values[v] for v in self.fresh]
         self._held = [*self.arenas.values(), *(v.array for v in self.values if v.kind == "const")]
         self._step_devices = list({id(s.device): s.device for s in self.steps}.values())
         ext = sum(v.nbytes for v in self.values if v.kind in ("input", "const"))
-        self.planned_peak_bytes = ext + sum(self.arena_bytes.values()) + sum(self.values[v].nbytes for v in fresh)
-        self.temps = temps
+        self.eager_peak_bytes = ext + eager_total
+        self.planned_peak_bytes = ext + planned_total
+        self.segments = segments(self.steps) if self.plan_mode == "arena" else \
+            [Segment(s.device, i, [s], None, f"intermediates come from the pool ({self.plan_mode} plan)")
+             for i, s in enumerate(self.steps)]
 
     def _views_needed(self) -> list[int]:
         return [v.vid for v in self.values if v.kind == "view"]
@@ -591,9 +782,11 @@ class Graph:
         vids = self.input_vids
         for i, a in enumerate(arrays):
             buf[vids[i]] = a
-        outs = self._outputs(out, arrays)
-        for vid, a in zip(self.fresh, outs, strict=True):
-            buf[vid] = a
+        pooled = self.plan_mode != "arena"
+        outs = self._outputs(out, arrays, allocate=not pooled)
+        if not pooled:
+            for vid, a in zip(self.fresh, outs, strict=True):
+                buf[vid] = a
         for v in self._views:
             base = buf.get(v.base)
             if base is not None:
@@ -601,17 +794,15 @@ class Graph:
                                    byte_offset=base.byte_offset + v.delta)
         with self._lock, in_use((*arrays, *outs, *self._held)):
             tracing = any(d.tracer is not None for d in self._step_devices)
-            if tracing:
+            if pooled:
+                given = {self._fresh_buffer[v]: a for v, a in zip(self.fresh, outs, strict=True)} if outs else {}
+                self._run_pooled(buf, given, tracing)
+            elif tracing or not graphs_enabled():
                 for s in self.steps:
-                    t0 = time.perf_counter()
-                    s.run(buf)
-                    tracer = s.device.tracer
-                    if tracer is not None:
-                        tracer.complete(s.name, s.device.id, t0, time.perf_counter(),
-                                        {"jit": True, "launches": len(s.nodes), "fused": s.fused})
+                    self._run_step(s, buf, tracing)
             else:
-                for s in self.steps:
-                    s.run(buf)
+                for seg in self.segments:
+                    seg.run(buf)
             for ext, final in self.writebacks.items():
                 dst, src = buf[ext], buf[final]
                 if dst is not src:
@@ -619,8 +810,53 @@ class Graph:
         self.replays += 1
         return self._rebuild(self.out_tree, buf, arrays)
 
-    def _outputs(self, out: Any, arrays: Sequence[Array]) -> list[Array]:
+    @staticmethod
+    def _run_step(s: Step, buf: dict[int, Any], tracing: bool) -> None:
+        if not tracing:
+            s.run(buf)
+            return
+        t0 = time.perf_counter()
+        s.run(buf)
+        tracer = s.device.tracer
+        if tracer is not None:
+            tracer.complete(s.name, s.device.id, t0, time.perf_counter(),
+                            {"jit": True, "launches": len(s.nodes), "fused": s.fused})
+
+    def _bind(self, vid: int, buf: dict[int, Any], given: Mapping[int, Array]) -> None:
+        """Give value ``vid`` its array before the step that writes it (pool plans)."""
+        target = self._alias.get(vid)
+        if target is not None:
+            arr = buf[target]
+        else:
+            arr = given.get(vid)
+            if arr is None:
+                v = self.values[vid]
+                arr = v.device._new_output(v.shape, v.dtype, v.device.default_stream)
+        buf[vid] = arr
+        for view in self._views_of.get(vid, ()):
+            buf[view.vid] = Array(view.device, view.shape, view.dtype, arr.allocation, strides=view.strides,
+                                  byte_offset=arr.byte_offset + view.delta)
+
+    def _run_pooled(self, buf: dict[int, Any], given: Mapping[int, Array], tracing: bool) -> None:
+        """Run the steps allocating each intermediate and result from the pool before the step that first
+        writes it and dropping each intermediate after its last use, as the eager run does. Each step
+        holds its operands (:func:`in_use`) like an eager launch."""
+        members = self._members
+        for s_i, s in enumerate(self.steps):
+            for vid in self._alloc_at[s_i]:
+                self._bind(vid, buf, given)
+            with in_use(tuple(buf[v] for v in (*s.ins, *s.outs))):
+                self._run_step(s, buf, tracing)
+            for b in self._free_after[s_i]:
+                for vid in members.get(b, (b,)):
+                    buf.pop(vid, None)
+                    for view in self._views_of.get(vid, ()):
+                        buf.pop(view.vid, None)
+
+    def _outputs(self, out: Any, arrays: Sequence[Array], allocate: bool = True) -> list[Array]:
         if out is None:
+            if not allocate:
+                return []
             # the launch path's own output allocation (layout cached per shape and dtype)
             return [v.device._new_output(v.shape, v.dtype, v.device.default_stream) for v in self._fresh_values]
         given = [out] if isinstance(out, Array) else list(out)
@@ -684,14 +920,35 @@ class Graph:
             "fused_kernels": sum(1 for s in self.steps if s.fused), "dropped_launches": dropped,
             "writebacks": len(self.writebacks), "arena_bytes": dict(self.arena_bytes),
             "eager_peak_bytes": self.eager_peak_bytes, "planned_peak_bytes": self.planned_peak_bytes,
+            "eager_held_bytes": self.eager_held_bytes, "plan": self.plan_mode, "plan_note": self.plan_note,
+            "placement": self.placement, "eager_device_peak": dict(self.eager_device_peak),
+            "planned_device_peak": dict(self.planned_device_peak),
             "bytes_not_materialized": sum(s.unstored_bytes for s in self.steps),
+            "replay": [seg.describe() for seg in self.segments],
         }
         head = (f"jit graph: {self.eager_launches} launches -> {len(self.steps)} steps"
                 f" ({summary['fused_kernels']} fused kernels, {dropped} dead launches dropped,"
                 f" {len(self.writebacks)} write-backs)")
-        mem = (f"  memory: arena {sum(self.arena_bytes.values())} bytes, planned peak {self.planned_peak_bytes}"
-               f" bytes vs eager peak {self.eager_peak_bytes} bytes")
-        return Explanation("\n".join([head, *lines, mem]), groups, summary)
+        if self.plan_mode == "arena":
+            how = f"arena {sum(self.arena_bytes.values())} bytes" + (f" ({self.placement} placement)"
+                                                                      if self.placement else "")
+        elif self.plan_mode == "pool":
+            how = f"intermediates from the pool per replay around the fused steps, because {self.plan_note}"
+        else:
+            how = f"launches replayed unfused in eager order, intermediates from the pool, because {self.plan_note}"
+        mem = (f"  memory: {how}; planned peak {self.planned_peak_bytes} bytes vs eager peak"
+               f" {self.eager_peak_bytes} bytes (inputs, constants and launch outputs while live)")
+        replay = []
+        for seg in self.segments:
+            d = seg.describe()
+            where = f"step {d['steps'][0]}" if d["steps"][0] == d["steps"][1] else f"steps {d['steps'][0]}-{d['steps'][1]}"
+            if seg.captured:
+                replay.append(f"  replay: {where} on {seg.device.id} as one captured graph ({d['cached']} of"
+                              f" {d['limit']} cached by operand addresses; {d['captures']} captures,"
+                              f" {d['hits']} hits, {d['evictions']} evicted)")
+            else:
+                replay.append(f"  replay: {where} on {seg.device.id} step by step ({seg.reason})")
+        return Explanation("\n".join([head, *lines, mem, *replay]), groups, summary)
 
     def __repr__(self) -> str:
         if self.reason:

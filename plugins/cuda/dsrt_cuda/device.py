@@ -82,6 +82,7 @@ class CudaDevice(Device):
         )
         super().__init__(info)
         self._compiler: Any = None
+        self._graphs: Any = None
 
     # ------------------------------------------------------------------ memory
     def _allocate(self, nbytes: int) -> int:
@@ -161,9 +162,20 @@ class CudaDevice(Device):
     def kernel_table(self) -> Mapping[str, tuple[frozenset[str], KernelImpl]]:
         return kernels.TABLE
 
+    @property
+    def graph_replay(self) -> Any:
+        """The JIT's optional graph capability: runs of generated kernels captured into CUDA graphs and
+        replayed with one launch (see :mod:`dsrt_cuda.graphs`)."""
+        if self._graphs is None:
+            from .graphs import CudaGraphs
+
+            self._graphs = CudaGraphs(self.id, self._cp_device, self._translate_error)
+        return self._graphs
+
     def fused_kernel(self, ir: Any) -> Any:
-        """The JIT's optional code-generation capability: a CUDA C kernel (``cupy.RawKernel``) for an
-        elementwise float32/float64 fused group, or ``None`` for other IR (see :mod:`dsrt_cuda.fusion`)."""
+        """The JIT's optional code-generation capability: one CUDA C kernel (``cupy.RawKernel``) for an
+        elementwise, reduction or GEMM-epilogue group in float32/64, float16 or bfloat16 (GEMMs
+        float32/64), or ``None`` for other IR (see :mod:`dsrt_cuda.fusion`)."""
         from .fusion import CudaFusion
 
         with self._cp_device:
