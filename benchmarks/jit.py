@@ -14,7 +14,8 @@ beside the eager per-launch time and an unfused replay's per-launch time.
 
 ``mlp``: gemm, bias add, relu, gemm, bias add, softmax (batch 256, 512 -> 1024 -> 256):
 ``planned_peak_over_eager_peak`` (the pool's measured peaks of a replay and of an eager call, above
-the inputs; target <= 1.0) and ``replay_vs_eager`` (eager time / replay time).
+the inputs; target <= 1.0) and ``replay_vs_eager`` (eager time / replay time). ``opencl_mlp``: the
+same step on ``opencl:0``, fused replay vs unfused replay (``fuse=False``).
 """
 
 from __future__ import annotations
@@ -227,6 +228,32 @@ def mlp(rt: dsrt.Runtime, repeats: int, batch: int = 256, d_in: int = 512, hidde
             "steps": [g["name"] for g in f.explain().groups], "target": "<= 1.0"}
 
 
+def opencl_mlp(rt: dsrt.Runtime, repeats: int, batch: int = 256, d_in: int = 512, hidden: int = 1024,
+               d_out: int = 256) -> dict[str, Any]:
+    status = rt.backends.get("opencl")
+    if status is None or status.status != "available":
+        return {"ran": False, "reason": status.reason if status else "the opencl plugin is not installed"}
+    dev = status.devices[0]
+    rng = np.random.default_rng(4)
+
+    def arr(*shape: int) -> Any:
+        return dev.asarray((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32))
+
+    w1, w2, b1, b2 = arr(d_in, hidden), arr(hidden, d_out), arr(batch, hidden), arr(batch, d_out)
+
+    def step(x: Any) -> Any:
+        h = rt.launch("relu", rt.launch("add", rt.launch("gemm", x, w1), b1))
+        return rt.launch("softmax", rt.launch("add", rt.launch("gemm", h, w2), b2))
+
+    fused, unfused = rt.jit(step), rt.jit(step, fuse=False)
+    x = arr(batch, d_in)
+    fused_s = _median_time(lambda: fused(x), repeats, dev.synchronize)
+    unfused_s = _median_time(lambda: unfused(x), repeats, dev.synchronize)
+    return {"ran": True, "device": dev.id, "name": dev.info.name, "shape": [batch, d_in, hidden, d_out],
+            "fused_ms": fused_s * 1e3, "unfused_ms": unfused_s * 1e3, "fused_vs_unfused": unfused_s / fused_s,
+            "steps": [g["name"] for g in fused.explain().groups]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="one line of JSON")
@@ -239,6 +266,7 @@ def main() -> None:
         "opencl_chain": opencl_chain(rt, args.elements, args.repeats),
         "replay": replay_per_op(rt, args.repeats),
         "mlp": mlp(rt, args.repeats),
+        "opencl_mlp": opencl_mlp(rt, args.repeats),
         "repeats": args.repeats, "machine_cores": os.cpu_count(),
     }
     print(json.dumps(out) if args.json else json.dumps(out, indent=1))

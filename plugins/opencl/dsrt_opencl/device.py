@@ -216,9 +216,9 @@ class OpenCLDevice(Device):
                                                    None if lsize is None else tuple(lsize))
 
     def fused_kernel(self, ir: Any) -> Any:
-        """The JIT's optional code-generation capability: an OpenCL C kernel for an elementwise fused
-        group (:class:`dsrt.jit.ir.FusedIR`), or ``None`` for IR it does not generate (see
-        :mod:`dsrt_opencl.fusion`)."""
+        """The JIT's optional code-generation capability: an OpenCL C kernel for a fused group
+        (:class:`dsrt.jit.ir.FusedIR`: elementwise, reduction with its prologue, GEMM with its
+        epilogue), or ``None`` for IR it does not generate (see :mod:`dsrt_opencl.fusion`)."""
         from .fusion import OpenCLFusion
 
         return OpenCLFusion(self)(ir)

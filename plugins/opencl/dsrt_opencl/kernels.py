@@ -25,7 +25,7 @@ from .source import GEMM_RM, bits_program, cast_program, dtype_program
 if TYPE_CHECKING:
     from .device import OpenCLDevice
 
-__all__ = ["table", "get_kernel"]
+__all__ = ["table", "get_kernel", "pack_gemm_operands", "micro_work_group", "reduce_segments"]
 
 _U64 = np.uint64
 _NP_OF_C = {"float": np.float32, "double": np.float64, "long": np.int64, "int": np.int32, "short": np.int16,
@@ -140,6 +140,13 @@ def _cast(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream
 
 
 # --------------------------------------------------------------------------- reductions
+def reduce_segments(dev: OpenCLDevice, rows: int, cols: int) -> int:
+    """Work-groups per row of a reduction (``rows`` >= 1): long rows are split so every compute unit
+    has work; 1 means one pass writes the result, more a pass of partials and a second pass."""
+    want = max(1, (dev.info.compute_units * 4) // rows)
+    return max(1, min(-(-cols // (dev.tuning.rwg * 4)), want, 1024))
+
+
 def _reduce(name: str) -> KernelImpl:
     def impl(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
         dev: OpenCLDevice = out.device  # type: ignore[assignment]
@@ -161,9 +168,7 @@ def _reduce(name: str) -> KernelImpl:
         ins: list[Any] = []
         for a in inputs:
             ins += [_buf(a), _eo(a)]
-        # Split long rows over several work-groups so every compute unit has work.
-        want = max(1, (dev.info.compute_units * 4) // rows)
-        nseg = max(1, min(-(-cols // (rwg * 4)), want, 1024))
+        nseg = reduce_segments(dev, rows, cols)
         if nseg == 1:
             kern = get_kernel(dev, family, f"{name}_fin")
             dev.enqueue(kern, stream, (rwg, rows), (rwg, 1), *ins, _buf(out), _eo(out), _U64(cols), _U64(cols))
@@ -213,7 +218,7 @@ def _quant(name: str) -> KernelImpl:
 
 
 # --------------------------------------------------------------------------- GEMM
-def _micro_wg(dev: OpenCLDevice, kern: Any) -> int:
+def micro_work_group(dev: OpenCLDevice, kern: Any) -> int:
     """Work-items per GEMM work-group (they share one staged A panel), from the kernel's limits."""
     cl = dev.cl
     limit = int(kern.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, dev.cl_device))
@@ -222,14 +227,11 @@ def _micro_wg(dev: OpenCLDevice, kern: Any) -> int:
     return max(1, min(limit, max(pref, 4)))
 
 
-def _run_gemm(dev: OpenCLDevice, inputs: Sequence[Array], out: Array, params: Mapping[str, Any],
-              stream: Stream, quantized: bool) -> None:
-    a, b = inputs[0], inputs[1]
-    ta, tb = bool(params.get("trans_a")), bool(params.get("trans_b"))
-    m, n = out.shape
-    k = a.shape[0] if ta else a.shape[1]
-    if m == 0 or n == 0:
-        return
+def pack_gemm_operands(dev: OpenCLDevice, a: Array, b: Array, m: int, n: int, k: int, ta: bool, tb: bool,
+                       stream: Stream, quantized: bool = False) -> tuple[Array, Array, int]:
+    """Enqueue ``pack_a``/``pack_b`` of ``op(A)`` (``m x k``) and ``op(B)`` (``k x n``) into fresh panels
+    from the device's pool (compute type; the driver keeps them alive until the kernels finish).
+    Returns ``(A panels, B panels, njb)``: the micro-kernel's operands and its count of column blocks."""
     c = CTYPES[dt.dtype_name(a.dtype)]
     family = ("dtype", c.name)
     prefix = "q" if quantized else ""
@@ -246,16 +248,31 @@ def _run_gemm(dev: OpenCLDevice, inputs: Sequence[Array], out: Array, params: Ma
                 _U64(sak), _buf(ap), _eo(ap), u32(m), u32(k))
     dev.enqueue(get_kernel(dev, family, f"{prefix}pack_b"), stream, (njb * nr, k), None, _buf(b), _eo(b), _U64(sbk),
                 _U64(sbj), _buf(bp), _eo(bp), u32(k), u32(n))
+    return ap, bp, njb
+
+
+def _run_gemm(dev: OpenCLDevice, inputs: Sequence[Array], out: Array, params: Mapping[str, Any],
+              stream: Stream, quantized: bool) -> None:
+    a, b = inputs[0], inputs[1]
+    ta, tb = bool(params.get("trans_a")), bool(params.get("trans_b"))
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    family = ("dtype", dt.dtype_name(a.dtype))
+    prefix = "q" if quantized else ""
+    u32 = np.uint32
+    ap, bp, njb = pack_gemm_operands(dev, a, b, m, n, k, ta, tb, stream, quantized)
     micro = get_kernel(dev, family, f"{prefix}gemm")
     wg = dev.work_group_sizes.get(id(micro))
     if wg is None:
-        wg = dev.work_group_sizes[id(micro)] = _micro_wg(dev, micro)
+        wg = dev.work_group_sizes[id(micro)] = micro_work_group(dev, micro)
     args: list[Any] = [_buf(ap), _eo(ap), _buf(bp), _eo(bp), _buf(out), _eo(out), u32(m), u32(n), u32(k), u32(njb)]
     if not quantized:
         cin = inputs[2] if len(inputs) == 3 and params["beta"] != 0 else None
         args += [_buf(cin if cin is not None else out), _eo(cin if cin is not None else out),
                  _scalar(a.dtype, params["alpha"]), _scalar(a.dtype, params["beta"]), np.int32(cin is not None)]
-    dev.enqueue(micro, stream, (_ceil(njb, wg), mp // GEMM_RM), (wg, 1), *args)
+    dev.enqueue(micro, stream, (_ceil(njb, wg), -(-m // GEMM_RM)), (wg, 1), *args)
 
 
 def _gemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:

@@ -18,7 +18,8 @@ from importlib import resources
 
 from .cltypes import CTYPES, CType, type_min, unsigned_of
 
-__all__ = ["Tuning", "header", "dtype_program", "cast_program", "bits_program", "GEMM_RM", "BITS_TYPES"]
+__all__ = ["Tuning", "header", "dtype_program", "cast_program", "bits_program", "gemm_micro", "GEMM_RM",
+           "BITS_TYPES"]
 
 #: Rows of C each GEMM work-item computes (register blocking); columns are two compute vectors.
 GEMM_RM = 6
@@ -243,19 +244,48 @@ def _gemm(c: CType, out: CType, prefix: str, epilogue: bool) -> str:
     to the compute type, transposes and zero padding applied), then a micro-kernel: each work-item
     owns an RM x NR block of C in registers; a work-group's items share one A panel, staged through
     local memory ``KC`` values of K at a time."""
-    ct, st, vw = c.compute, c.storage, c.vector
-    vt = f"{ct}{vw}"
-    nr = 2 * vw
+    ct, st = c.compute, c.storage
+    nr = 2 * c.vector
     rm = GEMM_RM
-    fma = "mad(a, b0, c0[r])" if c.is_float else "a * b0 + c0[r]"
-    fma1 = "mad(a, b1, c1[r])" if c.is_float else "a * b1 + c1[r]"
     if epilogue:
         cargs = f", __global const {out.storage}* cc, ulong co, {ct} alpha, {ct} beta, int has_c"
         value = f"alpha * t[q] + (has_c ? beta * ({ct}){out.ld('cc', 'co + (ulong)gi * N + gj')} : ({ct})0)"
     else:
         cargs = ""
         value = "t[q]"
-    micro = f"""
+    micro = gemm_micro(c, out.st("o", "oo + (ulong)gi * N + gj", value))
+    return f"""
+__kernel void {prefix}pack_a(__global const {st}* a, ulong ao, ulong sai, ulong sak, __global {ct}* ap, ulong apo,
+                            uint M, uint K) {{
+    uint k = get_global_id(0), i = get_global_id(1);
+    if (k >= K) return;
+    ap[apo + ((ulong)(i / {rm}) * K + k) * {rm} + i % {rm}] = i < M ? ({ct}){c.ld('a', 'ao + i * sai + k * sak')} : ({ct})0;
+}}
+__kernel void {prefix}pack_b(__global const {st}* b, ulong bo, ulong sbk, ulong sbj, __global {ct}* bp, ulong bpo,
+                            uint K, uint N) {{
+    uint j = get_global_id(0), k = get_global_id(1);
+    if (k >= K) return;
+    bp[bpo + ((ulong)(j / {nr}) * K + k) * {nr} + j % {nr}] = j < N ? ({ct}){c.ld('b', 'bo + k * sbk + j * sbj')} : ({ct})0;
+}}
+__kernel void {prefix}gemm(__global const {ct}* ap, ulong apo, __global const {ct}* bp, ulong bpo,
+                          __global {out.storage}* o, ulong oo, uint M, uint N, uint K, uint njb{cargs}) {{{micro}
+}}"""
+
+
+def gemm_micro(c: CType, store: str) -> str:
+    """Body of the GEMM micro-kernel for inputs of type ``c`` (packed by ``pack_a``/``pack_b``; the
+    kernel's parameters must include ``ap, apo, bp, bpo, M, N, K, njb``). Each work-item owns a
+    ``GEMM_RM`` x ``2 * c.vector`` block of C in registers; a work-group's items share one A panel,
+    staged through local memory ``KC`` values of K at a time. ``store`` is the statement run for each
+    element of C inside the bounds, with ``gi``, ``gj`` (uint row and column) and ``t[q]`` (the
+    unscaled sum, compute type) in scope."""
+    ct, vw = c.compute, c.vector
+    vt = f"{ct}{vw}"
+    nr = 2 * vw
+    rm = GEMM_RM
+    fma = "mad(a, b0, c0[r])" if c.is_float else "a * b0 + c0[r]"
+    fma1 = "mad(a, b1, c1[r])" if c.is_float else "a * b1 + c1[r]"
+    return f"""
     uint lx = get_local_id(0), jb = get_global_id(0), ib = get_global_id(1);
     {vt} c0[{rm}], c1[{rm}];
     #pragma unroll
@@ -292,25 +322,9 @@ def _gemm(c: CType, out: CType, prefix: str, epilogue: bool) -> str:
         vstore{vw}(c0[r], 0, t); vstore{vw}(c1[r], 1, t);
         for (int q = 0; q < {nr}; q++) {{
             uint gj = jb * {nr} + q;
-            if (gj < N) {{ {out.st('o', 'oo + (ulong)gi * N + gj', value)} }}
+            if (gj < N) {{ {store} }}
         }}
     }}"""
-    return f"""
-__kernel void {prefix}pack_a(__global const {st}* a, ulong ao, ulong sai, ulong sak, __global {ct}* ap, ulong apo,
-                            uint M, uint K) {{
-    uint k = get_global_id(0), i = get_global_id(1);
-    if (k >= K) return;
-    ap[apo + ((ulong)(i / {rm}) * K + k) * {rm} + i % {rm}] = i < M ? ({ct}){c.ld('a', 'ao + i * sai + k * sak')} : ({ct})0;
-}}
-__kernel void {prefix}pack_b(__global const {st}* b, ulong bo, ulong sbk, ulong sbj, __global {ct}* bp, ulong bpo,
-                            uint K, uint N) {{
-    uint j = get_global_id(0), k = get_global_id(1);
-    if (k >= K) return;
-    bp[bpo + ((ulong)(j / {nr}) * K + k) * {nr} + j % {nr}] = j < N ? ({ct}){c.ld('b', 'bo + k * sbk + j * sbj')} : ({ct})0;
-}}
-__kernel void {prefix}gemm(__global const {ct}* ap, ulong apo, __global const {ct}* bp, ulong bpo,
-                          __global {out.storage}* o, ulong oo, uint M, uint N, uint K, uint njb{cargs}) {{{micro}
-}}"""
 
 
 def _prefixed(src: str) -> str:
