@@ -1,4 +1,5 @@
-"""Shared fixtures: a runtime per session and a fresh DSRT_CACHE_DIR per test session."""
+"""Shared fixtures: a runtime per session, its ``cpu:0`` and ``opencl:0`` (skipped with the probe's
+reason where absent), and a fresh DSRT_CACHE_DIR per test session."""
 
 from __future__ import annotations
 
@@ -23,3 +24,24 @@ def rt() -> Iterator[dsrt.Runtime]:
 @pytest.fixture(scope="session")
 def cpu(rt: dsrt.Runtime) -> dsrt.Device:
     return rt.device("cpu:0")
+
+
+@pytest.fixture(scope="session")
+def ocl(rt: dsrt.Runtime) -> dsrt.Device:
+    status = rt.backends.get("opencl")
+    if status is None or not status.devices:
+        reason = status.reason if status is not None else "the opencl plugin is not installed"
+        pytest.skip(f"no OpenCL device: {reason}")
+    return status.devices[0]
+
+
+@pytest.fixture(scope="session")
+def ocl_fp16(ocl: dsrt.Device) -> dsrt.Device:
+    """``ocl`` where it runs float16; else a second device object on the same OpenCL device that
+    claims float16 through the core vload_half/vstore_half storage functions, so the float16 paths
+    run even without cl_khr_fp16."""
+    from dsrt_opencl.device import OpenCLDevice
+
+    if "float16" in ocl.info.dtypes:
+        return ocl
+    return OpenCLDevice(ocl.cl, ocl.context, ocl.cl_device, 99, fp16=True)  # type: ignore[attr-defined]

@@ -41,6 +41,9 @@ __all__ = [
     "GemmSpec",
     "compute_type",
     "emit_c_body",
+    "c_load",
+    "c_round16",
+    "c_store",
 ]
 
 #: Standard kernels a fused group may contain (elementwise, one output, no broadcasting).
@@ -147,6 +150,31 @@ def _lit(value: float, ctype: str) -> str:
     # Decimal digits that round-trip through double, then one rounding to the compute type (as numpy
     # converts a Python float parameter to a float32 array's dtype).
     return f"(({ctype}){v!r})"
+
+
+def c_load(k: int, dtype: str) -> str:
+    """C expression of element ``i`` of input ``p<k>`` in its compute type. 16-bit floats go through
+    ``jit_f16_ld``/``jit_bf16_ld`` (16-bit word -> float), which the backend's prelude defines."""
+    if dtype == "float16":
+        return f"jit_f16_ld(p{k}[i])"
+    if dtype == "bfloat16":
+        return f"jit_bf16_ld(p{k}[i])"
+    return f"p{k}[i]"
+
+
+def c_store(ptr: str, idx: str, dtype: str, value: str, storage: Mapping[str, str]) -> str:
+    """C statement storing ``value`` to ``ptr[idx]`` of ``dtype`` (``storage``: dtype -> C storage type);
+    16-bit floats through the prelude's ``jit_f16_st``/``jit_bf16_st`` (float -> 16-bit word, rounded)."""
+    if dtype == "float16":
+        return f"{ptr}[{idx}] = jit_f16_st((float)({value}));"
+    if dtype == "bfloat16":
+        return f"{ptr}[{idx}] = jit_bf16_st((float)({value}));"
+    return f"{ptr}[{idx}] = ({storage[dtype]})({value});"
+
+
+def c_round16(dtype: str, e: str) -> str:
+    """C expression of float ``e`` rounded to ``dtype`` (float16 or bfloat16) and back to float."""
+    return f"jit_f16_ld(jit_f16_st({e}))" if dtype == "float16" else f"jit_bf16_ld(jit_bf16_st({e}))"
 
 
 def emit_c_body(

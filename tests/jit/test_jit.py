@@ -39,17 +39,6 @@ def _chain(rt):
     return chain
 
 
-@pytest.fixture()
-def off(monkeypatch):
-    def eager(fn, *args):
-        monkeypatch.setenv("DSRT_JIT", "off")
-        try:
-            return fn(*args)
-        finally:
-            monkeypatch.delenv("DSRT_JIT")
-    return eager
-
-
 def test_chain_fuses_into_one_kernel_and_replays_like_eager(rt, cpu, off):
     f = rt.jit(_chain(rt))
     x, y = _arr(cpu, 5000), _arr(cpu, 5000)

@@ -25,7 +25,7 @@ import numpy as np
 from dsrt import dtypes as dt
 from dsrt.array import Array
 from dsrt.errors import KernelCompileError
-from dsrt.jit.ir import FusedIR, compute_type, emit_c_body
+from dsrt.jit.ir import FusedIR, c_load, c_round16, c_store, compute_type, emit_c_body
 from dsrt.memory.hostmem import host_view
 
 if TYPE_CHECKING:
@@ -86,24 +86,11 @@ static inline float jit_expf(float x) {
 """
 
 
-def _load(k: int, dtype: str) -> str:
-    if dtype == "float16":
-        return f"jit_f16_ld(p{k}[i])"
-    if dtype == "bfloat16":
-        return f"jit_bf16_ld(p{k}[i])"
-    return f"p{k}[i]"
+_load, _rnd = c_load, c_round16
 
 
 def _store(ptr: str, idx: str, dtype: str, value: str) -> str:
-    if dtype == "float16":
-        return f"{ptr}[{idx}] = jit_f16_st((float)({value}));"
-    if dtype == "bfloat16":
-        return f"{ptr}[{idx}] = jit_bf16_st((float)({value}));"
-    return f"{ptr}[{idx}] = ({_STORAGE[dtype]})({value});"
-
-
-def _rnd(dtype: str, e: str) -> str:
-    return f"jit_f16_ld(jit_f16_st({e}))" if dtype == "float16" else f"jit_bf16_ld(jit_bf16_st({e}))"
+    return c_store(ptr, idx, dtype, value, _STORAGE)
 
 
 def _exp(ctype: str, e: str) -> str:
