@@ -34,6 +34,7 @@ message, and record trace events, once, for every backend. Sizes are bytes, time
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -737,10 +738,7 @@ class Device:
         except DsrtError:
             raise
         except Exception as exc:
-            err = self._translate_error(exc, f"kernel '{kernel}' on {', '.join(f'{a.dtype}{a.shape}' for a in inputs)}")
-            if not isinstance(err, (KernelLaunchError, DeviceError)):
-                err = KernelLaunchError(str(err), kernel=kernel, device=self.id)
-            raise err from exc
+            raise self._launch_error(kernel, inputs, exc) from exc
         finally:
             del IN_USE[key]
         if tracer is not None:
@@ -748,6 +746,13 @@ class Device:
         if launch_observer is not None:
             launch_observer(self, kernel, inputs, out, bound, fresh)
         return out
+
+    def _launch_error(self, kernel: str, inputs: Sequence[Array], exc: Exception) -> DsrtError:
+        """The error a launch raises for ``exc``, a vendor exception its kernel raised."""
+        err = self._translate_error(exc, f"kernel '{kernel}' on {', '.join(f'{a.dtype}{a.shape}' for a in inputs)}")
+        if not isinstance(err, (KernelLaunchError, DeviceError)):
+            err = KernelLaunchError(str(err), kernel=kernel, device=self.id)
+        return err
 
     def _validate(self, kernel: str, inputs: Sequence[Array], params: Mapping[str, Any], sig: Any) -> tuple[Any, ...]:
         """Check a launch whose signature is not cached and return its entry: (out shape, out
@@ -952,3 +957,40 @@ def _prod(shape: tuple[int, ...]) -> int:
     for s in shape:
         n *= s
     return n
+
+
+# ---------------------------------------------------------------------------------------------- C hit path
+def _raise_launch_error(device: Device, kernel: str, inputs: Sequence[Array], exc: BaseException) -> None:
+    """Raise what :meth:`Device.launch` raises when its kernel raised ``exc`` (called by the C path)."""
+    if isinstance(exc, DsrtError) or not isinstance(exc, Exception):
+        raise exc
+    raise device._launch_error(kernel, inputs, exc) from exc
+
+
+#: The launch written in Python: the reference the C hit path hands every other case to.
+python_launch = Device.launch
+
+
+def _install_fast_launch() -> bool:
+    """Make ``Device.launch`` the C hit path of ``dsrt._fastlaunch`` where it was built (an optional
+    extension; ``DSRT_FASTLAUNCH=off`` keeps the Python launch). The C path runs a launch whose
+    signature is cached, on a device with a pool, with an implementation in its table and neither a
+    tracer nor a launch observer, doing exactly what the Python launch does minus the interpreter;
+    it calls :data:`python_launch` for everything else. Returns whether it is installed."""
+    if os.environ.get("DSRT_FASTLAUNCH", "").strip().lower() in ("off", "0", "false", "no"):
+        return False
+    try:
+        import dsrt._fastlaunch as _fastlaunch
+    except ImportError:
+        return False
+    from .array import Array
+    from .memory import Allocation
+
+    descriptor = _fastlaunch.configure(Device, Array, Allocation, IN_USE, _use_clock, globals(), python_launch,
+                                       _raise_launch_error, _KEYED, python_launch.__doc__ or "")
+    setattr(Device, "launch", descriptor)  # noqa: B010 - mypy keeps the Python signature
+    return True
+
+
+#: True when launches take the C hit path (see _install_fast_launch).
+FAST_LAUNCH = _install_fast_launch()

@@ -1,0 +1,17 @@
+"""Type stub of the C extension dsrt._fastlaunch (source: _fastlaunch.c)."""
+
+from collections.abc import Callable
+from typing import Any
+
+def configure(
+    device_type: type,
+    array_type: type,
+    allocation_type: type,
+    in_use: dict[int, Any],
+    use_clock: Any,
+    device_globals: dict[str, Any],
+    python_launch: Callable[..., Any],
+    launch_failed: Callable[..., None],
+    keyed_types: frozenset[Any],
+    doc: str,
+) -> Any: ...
