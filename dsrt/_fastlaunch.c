@@ -26,8 +26,8 @@ static PyObject *keyed_types;      /* frozenset of parameter types keyed by valu
 
 /* Byte offsets of slots, read from the classes' member descriptors. */
 static Py_ssize_t a_device, a_shape, a_dtype, a_strides, a_allocation, a_byte_offset, a_native, a_native_gen;
-static Py_ssize_t al_handle, al_last_use;
-static PyTypeObject *allocation_type;
+static Py_ssize_t al_handle, al_last_use, al_offset, al_pool_data, al_generation, b_host_view;
+static PyTypeObject *allocation_type, *block_type;
 
 static PyObject *s_signatures, *s_pool, *s_default_stream, *s_tracer, *s_launch_observer, *s_allocate, *s_hold,
     *s_lock_free_hold, *s_moving, *s_out, *s_stream, *small_zero, *small_minus_one;
@@ -64,16 +64,18 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
 static PyMethodDef launch_def = {"launch", NULL, METH_FASTCALL | METH_KEYWORDS, NULL};
 
 static PyObject *configure(PyObject *mod, PyObject *args) {
-    PyObject *arr, *alloc, *device_type;
+    PyObject *arr, *alloc, *device_type, *block;
     const char *doc;
     if (array_type != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "dsrt._fastlaunch is configured once per process");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!OOO!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
-                          &alloc, &PyDict_Type, &in_use, &use_clock, &PyDict_Type, &device_globals, &slow_launch,
-                          &launch_failed, &PyFrozenSet_Type, &keyed_types, &doc))
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OO!OOO!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
+                          &alloc, &PyType_Type, &block, &PyDict_Type, &in_use, &use_clock, &PyDict_Type,
+                          &device_globals, &slow_launch, &launch_failed, &PyFrozenSet_Type, &keyed_types, &doc))
         return NULL;
+    block_type = (PyTypeObject *)block;
+    Py_INCREF(block);
     array_type = (PyTypeObject *)arr;
     allocation_type = (PyTypeObject *)alloc;
     Py_INCREF(arr); Py_INCREF(alloc); Py_INCREF(in_use); Py_INCREF(use_clock); Py_INCREF(device_globals);
@@ -82,7 +84,9 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
         slot_offset(array_type, "dtype", &a_dtype) || slot_offset(array_type, "strides", &a_strides) ||
         slot_offset(array_type, "allocation", &a_allocation) || slot_offset(array_type, "byte_offset", &a_byte_offset) ||
         slot_offset(array_type, "native", &a_native) || slot_offset(array_type, "native_generation", &a_native_gen) ||
-        slot_offset(allocation_type, "handle", &al_handle) || slot_offset(allocation_type, "last_use", &al_last_use))
+        slot_offset(allocation_type, "handle", &al_handle) || slot_offset(allocation_type, "last_use", &al_last_use) ||
+        slot_offset(allocation_type, "offset", &al_offset) || slot_offset(allocation_type, "pool_data", &al_pool_data) ||
+        slot_offset(allocation_type, "generation", &al_generation) || slot_offset(block_type, "host_view", &b_host_view))
         return NULL;
     char *doc_copy = PyMem_RawMalloc(strlen(doc) + 1);  /* kept: a method definition outlives this call */
     if (doc_copy == NULL) return PyErr_NoMemory();
@@ -186,18 +190,47 @@ static int hold(PyObject *pool, PyObject *held) {
     return 0;
 }
 
-/* A fresh output Array of the entry's layout over `alloc` (stolen), built as dsrt.array.fresh_array does. */
+/* The host view cached on the pool block under `alloc` if it describes exactly the entry's layout
+   at the allocation's start (dsrt.memory.hostmem.host_view's block cache, checked the same way:
+   handle, offset, dtype, shape, strides); borrowed, or NULL. Only host_view fills that cache, so
+   blocks of devices whose memory is not host memory never have one. */
+static PyObject *cached_block_view(PyObject *alloc, PyObject *entry) {
+    PyObject *block = SLOT(alloc, al_pool_data);
+    if (block == NULL || Py_TYPE(block) != block_type) return NULL;
+    PyObject *c = SLOT(block, b_host_view);
+    if (c == NULL || !PyTuple_CheckExact(c) || PyTuple_GET_SIZE(c) != 6) return NULL;
+    if (PyTuple_GET_ITEM(c, 0) != SLOT(alloc, al_handle) || PyTuple_GET_ITEM(c, 2) != PyTuple_GET_ITEM(entry, 1))
+        return NULL;
+    PyObject *pairs[3][2] = {{PyTuple_GET_ITEM(c, 1), SLOT(alloc, al_offset)},
+                             {PyTuple_GET_ITEM(c, 3), PyTuple_GET_ITEM(entry, 0)},
+                             {PyTuple_GET_ITEM(c, 4), PyTuple_GET_ITEM(entry, 4)}};
+    for (int i = 0; i < 3; i++) {
+        if (pairs[i][1] == NULL) return NULL;
+        int same = PyObject_RichCompareBool(pairs[i][0], pairs[i][1], Py_EQ);
+        if (same <= 0) { PyErr_Clear(); return NULL; }
+    }
+    return PyTuple_GET_ITEM(c, 5);
+}
+
+/* A fresh output Array of the entry's layout over `alloc` (stolen), built as dsrt.array.fresh_array
+   does, with its native view taken from the block's cache where that describes it. */
 static PyObject *fresh_array(PyObject *device, PyObject *entry, PyObject *alloc) {
     PyObject *a = array_type->tp_alloc(array_type, 0);
     if (a == NULL) { Py_DECREF(alloc); return NULL; }
+    PyObject *view = cached_block_view(alloc, entry), *gen = SLOT(alloc, al_generation);
     SLOT(a, a_device) = Py_NewRef(device);
     SLOT(a, a_shape) = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
     SLOT(a, a_dtype) = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
     SLOT(a, a_strides) = Py_NewRef(PyTuple_GET_ITEM(entry, 4));
     SLOT(a, a_allocation) = alloc;
     SLOT(a, a_byte_offset) = Py_NewRef(small_zero);
-    SLOT(a, a_native) = Py_NewRef(Py_None);
-    SLOT(a, a_native_gen) = Py_NewRef(small_minus_one);
+    if (view != NULL && gen != NULL) {
+        SLOT(a, a_native) = Py_NewRef(view);
+        SLOT(a, a_native_gen) = Py_NewRef(gen);
+    } else {
+        SLOT(a, a_native) = Py_NewRef(Py_None);
+        SLOT(a, a_native_gen) = Py_NewRef(small_minus_one);
+    }
     return a;
 }
 
@@ -346,7 +379,7 @@ python:
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(Device, Array, Allocation, IN_USE, use_clock, dsrt.device globals, python_launch, launch_failed,"
+     "configure(Device, Array, Allocation, Block, IN_USE, use_clock, dsrt.device globals, python_launch, launch_failed,"
      " keyed_types, doc) -> the method descriptor to install as Device.launch"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,6 +7,7 @@ def configure(
     device_type: type,
     array_type: type,
     allocation_type: type,
+    block_type: type,
     in_use: dict[int, Any],
     use_clock: Any,
     device_globals: dict[str, Any],

@@ -34,7 +34,6 @@ message, and record trace events, once, for every backend. Sizes are bytes, time
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +59,7 @@ from .kernels import KERNELS, get_kernel
 from .memory import _use_clock
 from .memory.allocator import Allocator
 from .memory.in_use import IN_USE, in_use
+from .memory.pool import fast_paths_enabled
 
 if TYPE_CHECKING:
     from .array import Array
@@ -973,11 +973,11 @@ python_launch = Device.launch
 
 def _install_fast_launch() -> bool:
     """Make ``Device.launch`` the C hit path of ``dsrt._fastlaunch`` where it was built (an optional
-    extension; ``DSRT_FASTLAUNCH=off`` keeps the Python launch). The C path runs a launch whose
+    extension; ``DSRT_FASTPATH=off`` keeps the Python launch). The C path runs a launch whose
     signature is cached, on a device with a pool, with an implementation in its table and neither a
     tracer nor a launch observer, doing exactly what the Python launch does minus the interpreter;
     it calls :data:`python_launch` for everything else. Returns whether it is installed."""
-    if os.environ.get("DSRT_FASTLAUNCH", "").strip().lower() in ("off", "0", "false", "no"):
+    if not fast_paths_enabled():
         return False
     try:
         import dsrt._fastlaunch as _fastlaunch
@@ -985,8 +985,9 @@ def _install_fast_launch() -> bool:
         return False
     from .array import Array
     from .memory import Allocation
+    from .memory.blocks import Block
 
-    descriptor = _fastlaunch.configure(Device, Array, Allocation, IN_USE, _use_clock, globals(), python_launch,
+    descriptor = _fastlaunch.configure(Device, Array, Allocation, Block, IN_USE, _use_clock, globals(), python_launch,
                                        _raise_launch_error, _KEYED, python_launch.__doc__ or "")
     setattr(Device, "launch", descriptor)  # noqa: B010 - mypy keeps the Python signature
     return True

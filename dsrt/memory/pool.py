@@ -9,6 +9,7 @@ blocks kept whole), freeing and coalescing, segments, and the policy that ties t
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -720,3 +721,41 @@ def _merge_pending(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None
         return a
     return a + b
 
+
+
+# ---------------------------------------------------------------------------------------------- C paths
+#: The Python implementations: the reference the C paths of dsrt.memory._fastpool hand every other case to.
+python_allocate = CachingPool.allocate
+python_free = CachingPool.free
+python_finalise = Allocation.__del__
+
+
+def fast_paths_enabled() -> bool:
+    """False when ``DSRT_FASTPATH`` says off: the C paths (this pool's and ``Device.launch``'s) are not
+    installed and everything runs the Python reference. Read once, at import."""
+    return os.environ.get("DSRT_FASTPATH", "").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _install_fast_pool() -> bool:
+    """Install the quick-cache paths of ``dsrt.memory._fastpool`` (an optional C extension) as
+    ``CachingPool.allocate``/``free`` and ``Allocation.__del__``. They do what the Python methods do
+    for a quick-cache hit and a quick-cache keep, under the same lock, and call the Python methods
+    (kept as :data:`python_allocate`, ``_free_locked``) for everything else. Returns whether they are
+    installed."""
+    if not fast_paths_enabled():
+        return False
+    try:
+        import dsrt.memory._fastpool as _fastpool
+    except ImportError:
+        return False
+    allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, _use_clock,
+                                                   python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT,
+                                                   _QUICK_ORDER_MAX)
+    setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
+    setattr(CachingPool, "free", free)  # noqa: B010
+    setattr(Allocation, "__del__", finalise)  # noqa: B010
+    return True
+
+
+#: True when the pool's quick-cache paths run in C (see _install_fast_pool).
+FAST_POOL = _install_fast_pool()

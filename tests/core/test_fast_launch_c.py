@@ -1,5 +1,5 @@
 """The C hit path of Device.launch (dsrt/_fastlaunch.c) against the Python launch it stands in for:
-same results, same errors, nothing leaked, nothing left listed in IN_USE, and DSRT_FASTLAUNCH=off."""
+same results, same errors, nothing leaked, nothing left listed in IN_USE, and DSRT_FASTPATH=off."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ python_launch = device_module.python_launch
 
 
 def test_the_extension_is_built_and_installed() -> None:
-    if os.environ.get("DSRT_FASTLAUNCH", "").lower() in ("off", "0", "false", "no"):
-        pytest.skip("DSRT_FASTLAUNCH=off")
+    if os.environ.get("DSRT_FASTPATH", "").lower() in ("off", "0", "false", "no"):
+        pytest.skip("DSRT_FASTPATH=off")
     assert device_module.FAST_LAUNCH, "dsrt._fastlaunch was not built (pip install -e . builds it; needs a C compiler)"
     assert dsrt.Device.launch is not python_launch
 
@@ -166,7 +166,37 @@ def test_off_keeps_the_python_launch() -> None:
     code = ("import numpy as np, dsrt, dsrt.device as m; d = dsrt.Runtime(plugins=['cpu']).device('cpu:0');"
             "x = d.asarray(np.arange(3.0)); assert d.launch('add', x, x).numpy().tolist() == [0.0, 2.0, 4.0];"
             "print(m.FAST_LAUNCH, dsrt.Device.launch is m.python_launch)")
-    env = {**os.environ, "DSRT_FASTLAUNCH": "off"}
+    env = {**os.environ, "DSRT_FASTPATH": "off"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True"]
+
+
+def test_cpu_ufunc_kernels_in_c_read_current_views_and_low_precision_by_reference(cpu) -> None:
+    from dsrt_cpu import kernels as cpu_kernels
+
+    if cpu_kernels._C_UFUNCS is None:
+        pytest.skip("dsrt_cpu._ufunc not built or DSRT_FASTPATH=off")
+    assert type(cpu._impls["add"]).__name__ == "UfuncKernel"
+    h = np.linspace(-2, 2, 10)
+    for dtype in ("float64", "float32", "float16", "bfloat16"):
+        x = cpu.asarray(h.astype(dt_of(dtype)))
+        got = cpu.launch("add", x, x).numpy().astype(np.float64)
+        np.testing.assert_allclose(got, 2 * h.astype(dt_of(dtype)).astype(np.float64), rtol=1e-2)
+        np.testing.assert_allclose(cpu.launch("exp", x).numpy().astype(np.float64),
+                                   np.exp(h.astype(dt_of(dtype)).astype(np.float64)), rtol=2e-2)
+    x = cpu.asarray(h)
+    cpu.launch("add", x, x)  # caches x's native view
+    stale = x.native
+    place = (id(x.allocation.handle), x.allocation.offset)
+    assert cpu.pool.spill(x.allocation) > 0  # the bytes leave: the cached view is stale
+    blocker = cpu.empty(h.shape, h.dtype)  # takes the place they left
+    stale[...] = 99.0  # what a kernel reading the stale view would see
+    np.testing.assert_array_equal(cpu.launch("add", x, x).numpy(), 2 * h)  # fetched elsewhere
+    assert (id(x.allocation.handle), x.allocation.offset) != place and blocker.allocation.pool is cpu.pool
+
+
+def dt_of(name: str):
+    from dsrt import dtypes as dt
+
+    return dt.as_dtype(name)

@@ -7,7 +7,7 @@ temporary is made; float16, bfloat16 and fp8 compute in float32 and round once, 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -15,7 +15,9 @@ from dsrt import dtypes as dt
 from dsrt.array import Array
 from dsrt.device import KernelImpl, Stream
 from dsrt.kernels import KERNELS
+from dsrt.memory import Allocation
 from dsrt.memory.hostmem import host_view as _v
+from dsrt.memory.pool import fast_paths_enabled
 
 __all__ = ["TABLE"]
 
@@ -30,10 +32,30 @@ def _by_reference(name: str) -> KernelImpl:
     return impl
 
 
+def _c_ufuncs() -> Any:
+    """The C ufunc kernels (``dsrt_cpu._ufunc``, an optional extension) where built and enabled, else None."""
+    if not fast_paths_enabled():
+        return None
+    try:
+        from . import _ufunc
+    except ImportError:
+        return None
+    _ufunc.configure(Array, Allocation)
+    return _ufunc
+
+
+_C_UFUNCS = _c_ufuncs()
+
+
 def _ufunc(name: str, fn: Callable[..., Any]) -> KernelImpl:
+    """``fn`` (a numpy ufunc) on the operands' host views; low-precision dtypes through the numpy
+    reference. In C where ``dsrt_cpu._ufunc`` is built (same behaviour), else in Python."""
     slow = _by_reference(name)
     low = frozenset({dt.float16, dt.bfloat16, dt.float8_e4m3fn, dt.float8_e5m2})
-    if name in ("exp",):
+    nin = 1 if name in ("exp",) else 2
+    if _C_UFUNCS is not None:
+        return cast(KernelImpl, _C_UFUNCS.UfuncKernel(fn, nin, slow, low, _v))
+    if nin == 1:
         def unary(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
             x = inputs[0]
             if x.dtype in low:

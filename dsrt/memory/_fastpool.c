@@ -1,0 +1,414 @@
+/* The quick-cache paths of CachingPool in C (dsrt/memory/pool.py installs them; see there).
+ *
+ * allocate: a request of at most QUICK_MAX bytes whose rounded size has a block waiting in the quick
+ * cache pops it, counts it and wraps it in an Allocation, under the pool's lock, exactly as the
+ * Python allocate does; anything else (a miss, queued frees to drain, a large request, an odd
+ * argument) calls the Python allocate, which is the reference.
+ * free: the Python free's quick-cache branch, under the same lock; every other free is handed to
+ * the pool's _free_locked with the lock held, as the Python free does.
+ * Allocation.__del__: gives the allocation back through pool.free, swallowing errors as the Python
+ * finaliser does.
+ *
+ * The module imports nothing: dsrt.memory.pool passes every object it needs to configure().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+static PyTypeObject *allocation_type, *block_type;
+static PyObject *use_clock, *python_allocate;
+static Py_ssize_t quick_max, quick_age, alignment, quick_order_max;
+
+/* Slot offsets. */
+static Py_ssize_t c_allocated, c_requested, c_peak_allocated, c_peak_requested, c_num_allocs, c_num_frees,
+    c_quick_bytes, c_quick_count, c_reserved;
+static Py_ssize_t b_alloc_ref, b_born, b_free, b_requested, b_segment, b_size, b_offset;
+static Py_ssize_t s_handle_off;
+static Py_ssize_t al_device, al_exported, al_generation, al_handle, al_last_use, al_nbytes, al_offset, al_pool,
+    al_pool_data, al_stream;
+
+static PyObject *k_lock, *k_deferred, *k_quick, *k_quick_order, *k_quick_serial, *k_quick_blocks, *k_sync,
+    *k_counters, *k_device, *k_default_stream, *k_acquire, *k_release, *k_append, *k_free_locked,
+    *k_prune_quick_order, *k_free, *k_stream, *small_zero;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name);  /* borrowed */
+    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "dsrt.memory._fastpool: %s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
+/* Replace an object slot's value (steals `value`; NULL is an error already set). */
+static inline int put(PyObject *obj, Py_ssize_t off, PyObject *value) {
+    if (value == NULL) return -1;
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* An int slot's value; -1 with an error set if it is no int (check PyErr_Occurred). */
+static inline long long get_int(PyObject *obj, Py_ssize_t off) {
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "dsrt.memory._fastpool: an int slot is unset");
+        return -1;
+    }
+    return PyLong_AsLongLong(v);
+}
+
+static inline int put_int(PyObject *obj, Py_ssize_t off, long long value) {
+    return put(obj, off, PyLong_FromLongLong(value));
+}
+
+static int call_lock(PyObject *lock, PyObject *name, PyObject *arg, int *result) {
+    PyObject *args[2] = {lock, arg};
+    PyObject *r = PyObject_VectorcallMethod(name, args, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) return -1;
+    if (result != NULL) *result = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int release(PyObject *lock) {
+    /* Keeps an error already set (the caller's) and reports a failing release over it. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = call_lock(lock, k_release, NULL, NULL);
+    if (rc == 0) PyErr_Restore(type, value, tb);
+    else { Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb); }
+    return rc;
+}
+
+static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *fast_free(PyObject *pool, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *fast_del(PyObject *alloc, PyObject *unused);
+static PyMethodDef allocate_def = {"allocate", (PyCFunction)(void (*)(void))fast_allocate, METH_FASTCALL | METH_KEYWORDS,
+                                   "CachingPool.allocate (the quick-cache hit in C; see dsrt.memory.pool)"};
+static PyMethodDef free_def = {"free", (PyCFunction)(void (*)(void))fast_free, METH_FASTCALL,
+                               "CachingPool.free (the quick-cache keep in C; see dsrt.memory.pool)"};
+static PyMethodDef del_def = {"__del__", (PyCFunction)fast_del, METH_NOARGS,
+                              "Give the bytes back to the pool (Allocation's finaliser, in C)."};
+
+static PyObject *configure(PyObject *mod, PyObject *args) {
+    PyObject *pool_type, *alloc, *block, *counters, *segment, *allocate;
+    if (allocation_type != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dsrt.memory._fastpool is configured once per process");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOnnnn", &PyType_Type, &pool_type, &PyType_Type, &alloc, &PyType_Type,
+                          &block, &PyType_Type, &counters, &PyType_Type, &segment, &use_clock, &allocate, &quick_max,
+                          &quick_age, &alignment, &quick_order_max))
+        return NULL;
+    PyTypeObject *ct = (PyTypeObject *)counters, *bt = (PyTypeObject *)block, *at = (PyTypeObject *)alloc;
+    if (slot_offset(ct, "allocated", &c_allocated) || slot_offset(ct, "requested", &c_requested) ||
+        slot_offset(ct, "peak_allocated", &c_peak_allocated) || slot_offset(ct, "peak_requested", &c_peak_requested) ||
+        slot_offset(ct, "num_allocs", &c_num_allocs) || slot_offset(ct, "num_frees", &c_num_frees) ||
+        slot_offset(ct, "quick_bytes", &c_quick_bytes) || slot_offset(ct, "quick_count", &c_quick_count) ||
+        slot_offset(ct, "reserved", &c_reserved) ||
+        slot_offset(bt, "alloc_ref", &b_alloc_ref) || slot_offset(bt, "born", &b_born) ||
+        slot_offset(bt, "free", &b_free) || slot_offset(bt, "requested", &b_requested) ||
+        slot_offset(bt, "segment", &b_segment) || slot_offset(bt, "size", &b_size) ||
+        slot_offset(bt, "offset", &b_offset) ||
+        slot_offset((PyTypeObject *)segment, "handle", &s_handle_off) ||
+        slot_offset(at, "device", &al_device) || slot_offset(at, "exported", &al_exported) ||
+        slot_offset(at, "generation", &al_generation) || slot_offset(at, "handle", &al_handle) ||
+        slot_offset(at, "last_use", &al_last_use) || slot_offset(at, "nbytes", &al_nbytes) ||
+        slot_offset(at, "offset", &al_offset) || slot_offset(at, "pool", &al_pool) ||
+        slot_offset(at, "pool_data", &al_pool_data) || slot_offset(at, "stream", &al_stream))
+        return NULL;
+    allocation_type = at;
+    block_type = bt;
+    Py_INCREF(at); Py_INCREF(bt); Py_INCREF(use_clock); Py_INCREF(allocate);
+    python_allocate = allocate;
+
+    PyObject *a = PyDescr_NewMethod((PyTypeObject *)pool_type, &allocate_def);
+    PyObject *f = PyDescr_NewMethod((PyTypeObject *)pool_type, &free_def);
+    PyObject *d = PyDescr_NewMethod(at, &del_def);
+    if (a == NULL || f == NULL || d == NULL) { Py_XDECREF(a); Py_XDECREF(f); Py_XDECREF(d); return NULL; }
+    return Py_BuildValue("(NNN)", a, f, d);
+}
+
+/* The Python allocate, called with the caller's arguments and the pool in front. */
+static PyObject *python_fallback(PyObject *pool, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8], **buf = small;
+    if (total + 1 > 8 && (buf = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *))) == NULL)
+        return PyErr_NoMemory();
+    buf[0] = pool;
+    for (Py_ssize_t i = 0; i < total; i++) buf[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(python_allocate, buf, (size_t)(nargs + 1), kwnames);
+    if (buf != small) PyMem_Free(buf);
+    return r;
+}
+
+/* CachingPool.allocate(nbytes, stream=None) */
+static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *stream = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 1 || nargs > 2 || nargs + nkw > 2 || !PyLong_CheckExact(args[0]))
+        return python_fallback(pool, args, nargs, kwnames);
+    if (nargs == 2) stream = args[1];
+    else if (nkw == 1) {
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), k_stream) != 0) return python_fallback(pool, args, nargs, kwnames);
+        stream = args[1];
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    if (n == -1 && PyErr_Occurred()) { PyErr_Clear(); return python_fallback(pool, args, nargs, kwnames); }
+    if (n > quick_max) return python_fallback(pool, args, nargs, kwnames);
+    if (n < 0) n = 0;
+    Py_ssize_t size = (n + alignment - 1) & ~(alignment - 1);
+    if (size == 0) size = alignment;
+
+    PyObject *dict = PyObject_GenericGetDict(pool, NULL);
+    if (dict == NULL) { PyErr_Clear(); return python_fallback(pool, args, nargs, kwnames); }
+    PyObject *lock = PyDict_GetItemWithError(dict, k_lock), *c = PyDict_GetItemWithError(dict, k_counters),
+             *device = PyDict_GetItemWithError(dict, k_device);
+    if (stream == NULL || stream == Py_None) stream = PyDict_GetItemWithError(dict, k_default_stream);
+    if (lock == NULL || c == NULL || device == NULL || stream == NULL) {
+        Py_DECREF(dict);
+        PyErr_Clear();
+        return python_fallback(pool, args, nargs, kwnames);
+    }
+    Py_INCREF(lock); Py_INCREF(c); Py_INCREF(device); Py_INCREF(stream);
+    PyObject *block = NULL, *alloc = NULL, *size_key = PyLong_FromSsize_t(size);
+    int locked = 0, handed_over = 0;
+    /* A blocking acquire lets other threads run: the pool's containers are read only once it is held
+       (the miss path replaces _quick). */
+    if (size_key == NULL || call_lock(lock, k_acquire, NULL, NULL) < 0) goto done;
+    locked = 1;
+    PyObject *deferred = PyDict_GetItemWithError(dict, k_deferred), *quick = PyDict_GetItemWithError(dict, k_quick);
+    if (deferred == NULL || quick == NULL || !PyDict_CheckExact(quick)) {
+        if (PyErr_Occurred()) goto done;
+        handed_over = 1;
+        goto done;
+    }
+    Py_ssize_t waiting = PyObject_Length(deferred);
+    if (waiting < 0) goto done;
+    PyObject *lst = waiting ? NULL : PyDict_GetItemWithError(quick, size_key);
+    if (lst == NULL || !PyList_CheckExact(lst) || PyList_GET_SIZE(lst) == 0) {
+        if (PyErr_Occurred()) goto done;
+        handed_over = 1;  /* a miss, or frees to drain first: the Python allocate does it all */
+        goto done;
+    }
+    Py_ssize_t len = PyList_GET_SIZE(lst);
+    block = Py_NewRef(PyList_GET_ITEM(lst, len - 1));  /* a freed temporary of exactly this size, kept whole */
+    if (PyList_SetSlice(lst, len - 1, len, NULL) < 0) goto done;
+    if (len == 1 && PyDict_DelItem(quick, size_key) < 0) goto done;
+    if (Py_TYPE(block) != block_type) { PyErr_SetString(PyExc_TypeError, "quick cache holds a non-block"); goto done; }
+    {
+        long long num_allocs = get_int(c, c_num_allocs), bsize = get_int(block, b_size);
+        long long allocated = get_int(c, c_allocated), requested = get_int(c, c_requested);
+        long long peak_a = get_int(c, c_peak_allocated), peak_r = get_int(c, c_peak_requested);
+        long long qb = get_int(c, c_quick_bytes), qc = get_int(c, c_quick_count);
+        if (PyErr_Occurred()) goto done;
+        allocated += bsize;
+        requested += n;
+        if (put_int(c, c_quick_bytes, qb - size) || put_int(c, c_quick_count, qc - 1) ||
+            put(block, b_free, Py_NewRef(Py_False)) || put_int(block, b_requested, n) ||
+            put_int(block, b_born, num_allocs) || put_int(c, c_allocated, allocated) ||
+            (allocated > peak_a && put_int(c, c_peak_allocated, allocated)) ||
+            put_int(c, c_requested, requested) || (requested > peak_r && put_int(c, c_peak_requested, requested)) ||
+            put_int(c, c_num_allocs, num_allocs + 1))
+            goto done;
+    }
+    locked = 0;
+    if (release(lock) < 0) goto done;
+    /* Outside the lock: the block is live but has no alloc_ref yet, so no spill or compaction on
+       another thread touches it (as in the Python allocate). */
+    alloc = allocation_type->tp_alloc(allocation_type, 0);
+    if (alloc == NULL) goto done;
+    PyObject *segment = SLOT(block, b_segment), *tick = PyIter_Next(use_clock);
+    if (segment == NULL || SLOT(segment, s_handle_off) == NULL || SLOT(block, b_offset) == NULL || tick == NULL) {
+        Py_XDECREF(tick);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "dsrt.memory._fastpool: a block without a place");
+        Py_CLEAR(alloc);
+        goto done;
+    }
+    SLOT(alloc, al_device) = Py_NewRef(device);
+    SLOT(alloc, al_handle) = Py_NewRef(SLOT(segment, s_handle_off));
+    SLOT(alloc, al_offset) = Py_NewRef(SLOT(block, b_offset));
+    SLOT(alloc, al_nbytes) = PyLong_FromSsize_t(n);
+    SLOT(alloc, al_pool) = Py_NewRef(pool);
+    SLOT(alloc, al_stream) = Py_NewRef(stream);
+    SLOT(alloc, al_generation) = Py_NewRef(small_zero);
+    SLOT(alloc, al_exported) = Py_NewRef(Py_False);
+    SLOT(alloc, al_last_use) = tick;
+    SLOT(alloc, al_pool_data) = Py_NewRef(block);
+    if (SLOT(alloc, al_nbytes) == NULL || put(block, b_alloc_ref, PyWeakref_NewRef(alloc, NULL)) < 0) Py_CLEAR(alloc);
+
+done:
+    if (locked && release(lock) < 0) Py_CLEAR(alloc);
+    Py_XDECREF(block); Py_XDECREF(size_key);
+    Py_DECREF(lock); Py_DECREF(c); Py_DECREF(device); Py_DECREF(stream); Py_DECREF(dict);
+    if (handed_over) return python_fallback(pool, args, nargs, kwnames);
+    return alloc;
+}
+
+/* The quick-cache keep of CachingPool.free, with the lock held: 1 kept, 0 not eligible, -1 error. */
+static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
+    PyObject *block = SLOT(alloc, al_pool_data), *c = PyDict_GetItemWithError(dict, k_counters);
+    PyObject *sync = PyDict_GetItemWithError(dict, k_sync), *blocks = PyDict_GetItemWithError(dict, k_quick_blocks);
+    PyObject *quick = PyDict_GetItemWithError(dict, k_quick), *order = PyDict_GetItemWithError(dict, k_quick_order);
+    PyObject *serial_obj = PyDict_GetItemWithError(dict, k_quick_serial);
+    if (block == NULL || Py_TYPE(block) != block_type || c == NULL || sync != Py_True || blocks == NULL ||
+        quick == NULL || !PyDict_CheckExact(quick) || order == NULL || serial_obj == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    /* Borrowed from the pool's dict and the allocation; nothing below runs Python code before the
+       last use of them except _prune_quick_order, after which only `c` and `block` are used. */
+    long long qc = get_int(c, c_quick_count), qb = get_int(c, c_quick_bytes), reserved = get_int(c, c_reserved);
+    long long num_allocs = get_int(c, c_num_allocs), size = get_int(block, b_size), born = get_int(block, b_born);
+    long long limit = PyLong_AsLongLong(blocks);
+    if (PyErr_Occurred()) return -1;
+    if (!(qc < limit && size <= quick_max && num_allocs - born <= quick_age && ((qb + size) << 5) <= reserved))
+        return 0;
+    long long serial = PyLong_AsLongLong(serial_obj) + 1;
+    long long allocated = get_int(c, c_allocated), requested = get_int(c, c_requested);
+    long long breq = get_int(block, b_requested), frees = get_int(c, c_num_frees);
+    if (PyErr_Occurred()) return -1;
+    Py_INCREF(block);
+    Py_INCREF(c);
+    int rc = -1;
+    PyObject *size_key = NULL, *entry = NULL, *serial_new = NULL;
+    if (put(alloc, al_pool_data, Py_NewRef(Py_None)) || put(alloc, al_handle, Py_NewRef(Py_None)) ||
+        put_int(c, c_num_frees, frees + 1) || put_int(c, c_allocated, allocated - size) ||
+        put_int(c, c_requested, requested - breq) || put(block, b_alloc_ref, Py_NewRef(Py_None)))
+        goto out;
+    if ((serial_new = PyLong_FromLongLong(serial)) == NULL || PyDict_SetItem(dict, k_quick_serial, serial_new) < 0)
+        goto out;
+    if (put_int(block, b_requested, -serial)) goto out;  /* negative while cached whole */
+    if ((size_key = PyLong_FromLongLong(size)) == NULL) goto out;
+    PyObject *lst = PyDict_GetItemWithError(quick, size_key);
+    if (lst == NULL) {
+        if (PyErr_Occurred()) goto out;
+        PyObject *fresh = PyList_New(1);
+        if (fresh == NULL) goto out;
+        PyList_SET_ITEM(fresh, 0, Py_NewRef(block));
+        int bad = PyDict_SetItem(quick, size_key, fresh);
+        Py_DECREF(fresh);
+        if (bad) goto out;
+    } else if (PyList_Append(lst, block) < 0) {
+        goto out;
+    }
+    if ((entry = PyTuple_Pack(2, block, serial_new)) == NULL) goto out;
+    PyObject *aargs[2] = {order, entry};
+    PyObject *r = PyObject_VectorcallMethod(k_append, aargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) goto out;
+    Py_DECREF(r);
+    Py_ssize_t order_len = PyObject_Length(order);
+    if (order_len < 0) goto out;
+    if (order_len > quick_order_max) {
+        PyObject *pargs[1] = {pool};
+        r = PyObject_VectorcallMethod(k_prune_quick_order, pargs, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) goto out;
+        Py_DECREF(r);
+    }
+    if (put_int(c, c_quick_bytes, qb + size) || put_int(c, c_quick_count, qc + 1)) goto out;
+    rc = 1;
+out:
+    Py_DECREF(block); Py_DECREF(c); Py_XDECREF(size_key); Py_XDECREF(entry); Py_XDECREF(serial_new);
+    return rc;
+}
+
+/* CachingPool.free(alloc) */
+static PyObject *fast_free(PyObject *pool, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "CachingPool.free takes one Allocation");
+        return NULL;
+    }
+    PyObject *alloc = args[0];
+    PyObject *dict = PyObject_GenericGetDict(pool, NULL);
+    if (dict == NULL) return NULL;
+    PyObject *lock = Py_XNewRef(PyDict_GetItemWithError(dict, k_lock));
+    PyObject *result = NULL;
+    int got;
+    if (lock == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "pool has no lock");
+        goto done;
+    }
+    if (call_lock(lock, k_acquire, Py_False, &got) < 0) goto done;
+    if (!got) {  /* busy (another thread, or a finaliser inside this pool's critical section): queue it */
+        PyObject *deferred = PyDict_GetItemWithError(dict, k_deferred);
+        if (deferred == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "pool has no deferred queue");
+            goto done;
+        }
+        PyObject *aargs[2] = {deferred, alloc};
+        result = PyObject_VectorcallMethod(k_append, aargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        goto done;
+    }
+    int kept = Py_TYPE(alloc) == allocation_type ? quick_keep(pool, dict, alloc) : 0;
+    if (kept == 0) {
+        PyObject *fargs[2] = {pool, alloc};
+        result = PyObject_VectorcallMethod(k_free_locked, fargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    } else if (kept > 0) {
+        result = Py_NewRef(Py_None);
+    }
+    if (release(lock) < 0) Py_CLEAR(result);
+done:
+    Py_XDECREF(lock);
+    Py_DECREF(dict);
+    return result;
+}
+
+/* Allocation.__del__ */
+static PyObject *fast_del(PyObject *alloc, PyObject *unused) {
+    if (Py_TYPE(alloc) != allocation_type && !PyObject_TypeCheck(alloc, allocation_type)) Py_RETURN_NONE;
+    PyObject *pool = SLOT(alloc, al_pool);
+    if (pool == NULL || pool == Py_None) Py_RETURN_NONE;
+    SLOT(alloc, al_pool) = Py_NewRef(Py_None);  /* the reference moves to `pool` */
+    PyObject *fargs[2] = {pool, alloc};
+    PyObject *r = PyObject_VectorcallMethod(k_free, fargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(pool);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+        PyErr_Clear();  /* interpreter shutdown: nothing left to tell (as the Python finaliser) */
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(CachingPool, Allocation, Block, Counters, Segment, use_clock, python_allocate, QUICK_MAX,"
+     " QUICK_AGE, ALIGNMENT, QUICK_ORDER_MAX) -> (allocate, free, __del__) method descriptors"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "dsrt.memory._fastpool", "CachingPool's quick-cache paths in C (see dsrt.memory.pool).",
+    -1, module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpool(void) {
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) return NULL;
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(k_lock, "_lock");
+    INTERN(k_deferred, "_deferred");
+    INTERN(k_quick, "_quick");
+    INTERN(k_quick_order, "_quick_order");
+    INTERN(k_quick_serial, "_quick_serial");
+    INTERN(k_quick_blocks, "quick_blocks");
+    INTERN(k_sync, "_sync");
+    INTERN(k_counters, "counters");
+    INTERN(k_device, "device");
+    INTERN(k_default_stream, "_default_stream");
+    INTERN(k_acquire, "acquire");
+    INTERN(k_release, "release");
+    INTERN(k_append, "append");
+    INTERN(k_free_locked, "_free_locked");
+    INTERN(k_prune_quick_order, "_prune_quick_order");
+    INTERN(k_free, "free");
+    INTERN(k_stream, "stream");
+#undef INTERN
+    if ((small_zero = PyLong_FromLong(0)) == NULL) return NULL;
+    return m;
+}

@@ -1,0 +1,18 @@
+"""Type stub of the C extension dsrt.memory._fastpool (source: _fastpool.c)."""
+
+from collections.abc import Callable
+from typing import Any
+
+def configure(
+    pool_type: type,
+    allocation_type: type,
+    block_type: type,
+    counters_type: type,
+    segment_type: type,
+    use_clock: Any,
+    python_allocate: Callable[..., Any],
+    quick_max: int,
+    quick_age: int,
+    alignment: int,
+    quick_order_max: int,
+) -> tuple[Any, Any, Any]: ...

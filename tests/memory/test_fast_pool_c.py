@@ -1,0 +1,129 @@
+"""The pool's quick-cache paths in C (dsrt/memory/_fastpool.c) against the Python methods they stand
+in for: the same blocks, the same counters and statistics after the same trace, nothing leaked."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import dsrt
+import dsrt.memory.pool as pool_module
+from dsrt.memory import Allocation, CachingPool
+
+
+def test_the_extension_is_built_and_installed() -> None:
+    if not pool_module.fast_paths_enabled():
+        pytest.skip("DSRT_FASTPATH=off")
+    assert pool_module.FAST_POOL, "dsrt.memory._fastpool was not built (pip install -e . builds it; needs a C compiler)"
+    assert CachingPool.allocate is not pool_module.python_allocate
+    assert Allocation.__del__ is not pool_module.python_finalise
+
+
+def _trace(seed: int, steps: int = 3000) -> list[tuple[str, int]]:
+    rng = np.random.default_rng(seed)
+    ops: list[tuple[str, int]] = []
+    live = 0
+    for _ in range(steps):
+        if live and rng.random() < 0.48:
+            ops.append(("free", int(rng.integers(live))))
+            live -= 1
+        else:
+            small = rng.random() < 0.8
+            ops.append(("alloc", int(rng.integers(1, 70_000 if small else 3 << 20))))
+            live += 1
+    return ops
+
+
+def _run(pool: CachingPool, ops: list[tuple[str, int]], allocate, free) -> list[tuple[int, int, int]]:
+    live: list[Allocation] = []
+    places = []
+    for op, arg in ops:
+        if op == "alloc":
+            a = allocate(pool, arg)
+            live.append(a)
+            places.append((a.offset, a.nbytes, a.pool_data.segment.serial))
+        else:
+            a = live.pop(arg)
+            a.pool = None
+            free(pool, a)
+    return places
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_trace_ends_with_the_same_blocks_and_counters_either_way(seed: int) -> None:
+    ops = _trace(seed)
+    results = []
+    for allocate, free in ((CachingPool.allocate, CachingPool.free),
+                           (pool_module.python_allocate, pool_module.python_free)):
+        rt = dsrt.Runtime(plugins=["cpu"])
+        pool = rt.device("cpu:0").pool
+        pool.set_limit(None)
+        places = _run(pool, ops, allocate, free)
+        stats = pool.stats()
+        results.append((places,
+                        {k: v for k, v in stats.items() if isinstance(v, (int, float)) and "time" not in k}))
+    assert results[0][0] == results[1][0]  # the same offsets in the same segments, call for call
+    assert results[0][1] == results[1][1]
+
+
+def test_quick_hits_count_as_the_python_path_counts() -> None:
+    rt = dsrt.Runtime(plugins=["cpu"])
+    pool = rt.device("cpu:0").pool
+    a = pool.allocate(1000)
+    block = a.pool_data
+    del a
+    before = dict(allocs=pool.num_allocs, frees=pool.num_frees, quick=pool.quick_count)
+    b = pool.allocate(900)  # same rounded size: the quick cache's block
+    assert b.pool_data is block and b.nbytes == 900 and pool.quick_count == before["quick"] - 1
+    assert pool.num_allocs == before["allocs"] + 1 and pool.requested >= 900
+    assert block.alloc_ref() is b and block.requested == 900 and not block.free
+    del b
+    assert pool.num_frees == before["frees"] + 1 and pool.quick_count == before["quick"]
+    assert block.requested < 0  # cached whole
+
+
+def test_no_reference_is_leaked_and_finalisers_give_back() -> None:
+    rt = dsrt.Runtime(plugins=["cpu"])
+    pool = rt.device("cpu:0").pool
+    stream = pool.device.default_stream
+    pool.allocate(64)
+    watched = [pool, stream, pool.device]
+    before = [sys.getrefcount(x) for x in watched]
+    for _ in range(5000):
+        pool.allocate(64, stream)
+        pool.allocate(64, stream=stream)
+        pool.allocate(200_000)
+    gc.collect()
+    assert [sys.getrefcount(x) for x in watched] == before
+    a = pool.allocate(64)
+    assert sys.getrefcount(a) == 2
+    allocated = pool.allocated
+    del a
+    assert pool.allocated < allocated
+
+
+def test_a_busy_lock_queues_the_free() -> None:
+    rt = dsrt.Runtime(plugins=["cpu"])
+    pool = rt.device("cpu:0").pool
+    a = pool.allocate(64)
+    frees = pool.num_frees
+    with pool._lock:
+        del a  # the finaliser finds the lock taken: queued, not lost
+        assert pool.num_frees == frees and len(pool._deferred) == 1
+    b = pool.allocate(64)  # the next operation drains the queue
+    assert pool.num_frees == frees + 1 and not pool._deferred and b.pool is pool
+
+
+def test_off_keeps_the_python_methods() -> None:
+    import subprocess
+
+    code = ("import dsrt.memory.pool as p, dsrt.memory as m; print(p.FAST_POOL,"
+            " m.CachingPool.allocate is p.python_allocate)")
+    env = {**os.environ, "DSRT_FASTPATH": "off"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True"]
