@@ -10,7 +10,7 @@ results); ``DSRT_FASTPATH=off`` turns them off at run time.
 from setuptools import Extension, setup
 
 setup(ext_modules=[
-    Extension("dsrt._fastlaunch", ["dsrt/_fastlaunch.c"], optional=True),
-    Extension("dsrt.memory._fastpool", ["dsrt/memory/_fastpool.c"], optional=True),
-    Extension("dsrt_cpu._ufunc", ["plugins/cpu/dsrt_cpu/_ufunc.c"], optional=True),
+    Extension("dsrt._fastlaunch", ["dsrt/_fastlaunch.c"], depends=["dsrt/_cslots.h"], optional=True),
+    Extension("dsrt.memory._fastpool", ["dsrt/memory/_fastpool.c"], depends=["dsrt/_cslots.h"], optional=True),
+    Extension("dsrt_cpu._ufunc", ["plugins/cpu/dsrt_cpu/_ufunc.c"], include_dirs=["dsrt"], optional=True),
 ])

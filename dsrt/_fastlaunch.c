@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_cslots.h"
 #include <string.h>
 
 /* Objects handed over by configure(); strong references kept for the life of the process. */
@@ -32,22 +33,7 @@ static PyTypeObject *allocation_type, *block_type;
 static PyObject *s_signatures, *s_pool, *s_default_stream, *s_tracer, *s_launch_observer, *s_allocate, *s_hold,
     *s_lock_free_hold, *s_moving, *s_out, *s_stream, *small_zero, *small_minus_one;
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);  /* borrowed */
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type) {
-        PyErr_Format(PyExc_TypeError, "dsrt._fastlaunch: %s.%s is not a slot", type->tp_name, name);
-        return -1;
-    }
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    if (m->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "dsrt._fastlaunch: %s.%s is not an object slot", type->tp_name, name);
-        return -1;
-    }
-    *out = m->offset;
-    return 0;
-}
+#define SLOT DSRT_SLOT
 
 /* Replace an object slot's value (steals `value`). */
 static inline void set_slot(PyObject *obj, Py_ssize_t off, PyObject *value) {
@@ -80,13 +66,13 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
     allocation_type = (PyTypeObject *)alloc;
     Py_INCREF(arr); Py_INCREF(alloc); Py_INCREF(in_use); Py_INCREF(use_clock); Py_INCREF(device_globals);
     Py_INCREF(slow_launch); Py_INCREF(launch_failed); Py_INCREF(keyed_types);
-    if (slot_offset(array_type, "device", &a_device) || slot_offset(array_type, "shape", &a_shape) ||
-        slot_offset(array_type, "dtype", &a_dtype) || slot_offset(array_type, "strides", &a_strides) ||
-        slot_offset(array_type, "allocation", &a_allocation) || slot_offset(array_type, "byte_offset", &a_byte_offset) ||
-        slot_offset(array_type, "native", &a_native) || slot_offset(array_type, "native_generation", &a_native_gen) ||
-        slot_offset(allocation_type, "handle", &al_handle) || slot_offset(allocation_type, "last_use", &al_last_use) ||
-        slot_offset(allocation_type, "offset", &al_offset) || slot_offset(allocation_type, "pool_data", &al_pool_data) ||
-        slot_offset(allocation_type, "generation", &al_generation) || slot_offset(block_type, "host_view", &b_host_view))
+    if (dsrt_slot_offset(array_type, "device", &a_device) || dsrt_slot_offset(array_type, "shape", &a_shape) ||
+        dsrt_slot_offset(array_type, "dtype", &a_dtype) || dsrt_slot_offset(array_type, "strides", &a_strides) ||
+        dsrt_slot_offset(array_type, "allocation", &a_allocation) || dsrt_slot_offset(array_type, "byte_offset", &a_byte_offset) ||
+        dsrt_slot_offset(array_type, "native", &a_native) || dsrt_slot_offset(array_type, "native_generation", &a_native_gen) ||
+        dsrt_slot_offset(allocation_type, "handle", &al_handle) || dsrt_slot_offset(allocation_type, "last_use", &al_last_use) ||
+        dsrt_slot_offset(allocation_type, "offset", &al_offset) || dsrt_slot_offset(allocation_type, "pool_data", &al_pool_data) ||
+        dsrt_slot_offset(allocation_type, "generation", &al_generation) || dsrt_slot_offset(block_type, "host_view", &b_host_view))
         return NULL;
     char *doc_copy = PyMem_RawMalloc(strlen(doc) + 1);  /* kept: a method definition outlives this call */
     if (doc_copy == NULL) return PyErr_NoMemory();
@@ -269,19 +255,6 @@ static int run_listed(PyObject *self, PyObject *kernel, PyObject *pool, PyObject
     return rc;
 }
 
-/* The Python launch, called with the caller's arguments and `self` in front. */
-static PyObject *python_launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[16], **buf = small;
-    if (total + 1 > 16 && (buf = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *))) == NULL)
-        return PyErr_NoMemory();
-    buf[0] = self;
-    for (Py_ssize_t i = 0; i < total; i++) buf[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(slow_launch, buf, (size_t)(nargs + 1), kwnames);
-    if (buf != small) PyMem_Free(buf);
-    return r;
-}
-
 /* Device.launch(kernel, *inputs, out=None, stream=None, **params), as a method descriptor of Device. */
 static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, n = nargs - 1;
@@ -374,7 +347,7 @@ done:
     Py_XDECREF(dict); Py_XDECREF(sig); Py_XDECREF(params);
     if (!fallback) return result;
 python:
-    return python_launch(self, args, nargs, kwnames);
+    return dsrt_call_with_first(slow_launch, self, args, nargs, kwnames);
 }
 
 static PyMethodDef module_methods[] = {

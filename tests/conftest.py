@@ -45,3 +45,12 @@ def ocl_fp16(ocl: dsrt.Device) -> dsrt.Device:
     if "float16" in ocl.info.dtypes:
         return ocl
     return OpenCLDevice(ocl.cl, ocl.context, ocl.cl_device, 99, fp16=True)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def gpu(rt: dsrt.Runtime) -> dsrt.Device:
+    """``cuda:0``, skipped with the probe's reason where there is none."""
+    status = rt.backends.get("cuda")
+    if status is None or status.status != "available":
+        pytest.skip(f"no CUDA device: {status.reason if status else 'cuda plugin not installed'}")
+    return rt.device("cuda:0")

@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "../_cslots.h"
 #include <string.h>
 
 static PyTypeObject *allocation_type, *block_type;
@@ -32,17 +33,7 @@ static PyObject *k_lock, *k_deferred, *k_quick, *k_quick_order, *k_quick_serial,
     *k_counters, *k_device, *k_default_stream, *k_acquire, *k_release, *k_append, *k_free_locked,
     *k_prune_quick_order, *k_free, *k_stream, *small_zero;
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);  /* borrowed */
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "dsrt.memory._fastpool: %s.%s is not an object slot", type->tp_name, name);
-        return -1;
-    }
-    *out = ((PyMemberDescrObject *)d)->d_member->offset;
-    return 0;
-}
+#define SLOT DSRT_SLOT
 
 /* Replace an object slot's value (steals `value`; NULL is an error already set). */
 static inline int put(PyObject *obj, Py_ssize_t off, PyObject *value) {
@@ -107,21 +98,21 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
                           &quick_age, &alignment, &quick_order_max))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)counters, *bt = (PyTypeObject *)block, *at = (PyTypeObject *)alloc;
-    if (slot_offset(ct, "allocated", &c_allocated) || slot_offset(ct, "requested", &c_requested) ||
-        slot_offset(ct, "peak_allocated", &c_peak_allocated) || slot_offset(ct, "peak_requested", &c_peak_requested) ||
-        slot_offset(ct, "num_allocs", &c_num_allocs) || slot_offset(ct, "num_frees", &c_num_frees) ||
-        slot_offset(ct, "quick_bytes", &c_quick_bytes) || slot_offset(ct, "quick_count", &c_quick_count) ||
-        slot_offset(ct, "reserved", &c_reserved) ||
-        slot_offset(bt, "alloc_ref", &b_alloc_ref) || slot_offset(bt, "born", &b_born) ||
-        slot_offset(bt, "free", &b_free) || slot_offset(bt, "requested", &b_requested) ||
-        slot_offset(bt, "segment", &b_segment) || slot_offset(bt, "size", &b_size) ||
-        slot_offset(bt, "offset", &b_offset) ||
-        slot_offset((PyTypeObject *)segment, "handle", &s_handle_off) ||
-        slot_offset(at, "device", &al_device) || slot_offset(at, "exported", &al_exported) ||
-        slot_offset(at, "generation", &al_generation) || slot_offset(at, "handle", &al_handle) ||
-        slot_offset(at, "last_use", &al_last_use) || slot_offset(at, "nbytes", &al_nbytes) ||
-        slot_offset(at, "offset", &al_offset) || slot_offset(at, "pool", &al_pool) ||
-        slot_offset(at, "pool_data", &al_pool_data) || slot_offset(at, "stream", &al_stream))
+    if (dsrt_slot_offset(ct, "allocated", &c_allocated) || dsrt_slot_offset(ct, "requested", &c_requested) ||
+        dsrt_slot_offset(ct, "peak_allocated", &c_peak_allocated) || dsrt_slot_offset(ct, "peak_requested", &c_peak_requested) ||
+        dsrt_slot_offset(ct, "num_allocs", &c_num_allocs) || dsrt_slot_offset(ct, "num_frees", &c_num_frees) ||
+        dsrt_slot_offset(ct, "quick_bytes", &c_quick_bytes) || dsrt_slot_offset(ct, "quick_count", &c_quick_count) ||
+        dsrt_slot_offset(ct, "reserved", &c_reserved) ||
+        dsrt_slot_offset(bt, "alloc_ref", &b_alloc_ref) || dsrt_slot_offset(bt, "born", &b_born) ||
+        dsrt_slot_offset(bt, "free", &b_free) || dsrt_slot_offset(bt, "requested", &b_requested) ||
+        dsrt_slot_offset(bt, "segment", &b_segment) || dsrt_slot_offset(bt, "size", &b_size) ||
+        dsrt_slot_offset(bt, "offset", &b_offset) ||
+        dsrt_slot_offset((PyTypeObject *)segment, "handle", &s_handle_off) ||
+        dsrt_slot_offset(at, "device", &al_device) || dsrt_slot_offset(at, "exported", &al_exported) ||
+        dsrt_slot_offset(at, "generation", &al_generation) || dsrt_slot_offset(at, "handle", &al_handle) ||
+        dsrt_slot_offset(at, "last_use", &al_last_use) || dsrt_slot_offset(at, "nbytes", &al_nbytes) ||
+        dsrt_slot_offset(at, "offset", &al_offset) || dsrt_slot_offset(at, "pool", &al_pool) ||
+        dsrt_slot_offset(at, "pool_data", &al_pool_data) || dsrt_slot_offset(at, "stream", &al_stream))
         return NULL;
     allocation_type = at;
     block_type = bt;
@@ -136,16 +127,8 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
 }
 
 /* The Python allocate, called with the caller's arguments and the pool in front. */
-static PyObject *python_fallback(PyObject *pool, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[8], **buf = small;
-    if (total + 1 > 8 && (buf = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *))) == NULL)
-        return PyErr_NoMemory();
-    buf[0] = pool;
-    for (Py_ssize_t i = 0; i < total; i++) buf[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(python_allocate, buf, (size_t)(nargs + 1), kwnames);
-    if (buf != small) PyMem_Free(buf);
-    return r;
+static inline PyObject *python_fallback(PyObject *pool, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return dsrt_call_with_first(python_allocate, pool, args, nargs, kwnames);
 }
 
 /* CachingPool.allocate(nbytes, stream=None) */

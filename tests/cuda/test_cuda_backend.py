@@ -13,14 +13,6 @@ import dsrt
 from dsrt.accuracy import relative_error, tolerance
 
 
-@pytest.fixture(scope="module")
-def gpu(rt):
-    status = rt.backends.get("cuda")
-    if status is None or status.status != "available":
-        pytest.skip(f"no CUDA device: {status.reason if status else 'cuda plugin not installed'}")
-    return rt.device("cuda:0")
-
-
 def test_without_a_gpu_the_listing_says_exactly_what_is_missing(rt):
     """CuPy is installed (a CI dependency); without a GPU the backend is unavailable, never failed, and
     says there is no GPU or gives the CUDA runtime's own error."""

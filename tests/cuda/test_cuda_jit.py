@@ -5,10 +5,9 @@ in the generator fails without a GPU."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from eager_common import run_eager
 
 from dsrt import dtypes as dt
 from dsrt.accuracy import relative_error, tolerance
@@ -65,22 +64,6 @@ def test_every_generated_source_compiles_with_nvrtc():
             nvrtc.destroyProgram(prog)
 
 
-@pytest.fixture(scope="module")
-def gpu(rt):
-    status = rt.backends.get("cuda")
-    if status is None or status.status != "available":
-        pytest.skip(f"no CUDA device: {status.reason if status else 'cuda plugin not installed'}")
-    return rt.device("cuda:0")
-
-
-def _eager(fn, *args):
-    os.environ["DSRT_JIT"] = "off"
-    try:
-        return fn(*args)
-    finally:
-        del os.environ["DSRT_JIT"]
-
-
 def _close(got, want, dtype, accumulate=1):
     err = relative_error(got.numpy().astype(np.float64), want.numpy().astype(np.float64))
     assert err <= tolerance(dtype, accumulate=accumulate), err
@@ -102,7 +85,7 @@ def test_fused_chains_round_like_the_eager_launches(rt, gpu, dtype):
     f(x, y)
     got = f(x, y)
     assert f.explain().summary["fused_kernels"] == 1, f.explain()
-    _close(got, _eager(fn, x, y), dtype)
+    _close(got, run_eager(fn, x, y), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -119,7 +102,7 @@ def test_reduction_prologues(rt, gpu, dtype, kernel, shape, axis):
     for _ in range(2):  # twice: the whole-array reduction's counter must be reset by the kernel
         got = f(x, y)
         assert [g["kind"] for g in f.explain().groups] == ["reduce"], f.explain()
-        _close(got, _eager(fn, x, y), dtype, accumulate=shape[-1] if axis == -1 else int(np.prod(shape)))
+        _close(got, run_eager(fn, x, y), dtype, accumulate=shape[-1] if axis == -1 else int(np.prod(shape)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -139,7 +122,7 @@ def test_gemm_epilogues(rt, gpu, dtype, trans_a, trans_b):
     f(a, b, bias)
     got = f(a, b, bias)
     assert [g["kind"] for g in f.explain().groups] == ["gemm"], f.explain()
-    _close(got, _eager(fn, a, b, bias), dtype, accumulate=k)
+    _close(got, run_eager(fn, a, b, bias), dtype, accumulate=k)
 
 
 def test_replay_is_a_cuda_graph_keyed_by_addresses(rt, gpu):
@@ -155,7 +138,7 @@ def test_replay_is_a_cuda_graph_keyed_by_addresses(rt, gpu):
     outs = (gpu.empty(10000), gpu.empty(()))
     for _ in range(3):
         got = f(x, y, out=outs)
-    want = _eager(fn, x, y)
+    want = run_eager(fn, x, y)
     _close(got[0], want[0], "float32")
     _close(got[1], want[1], "float32", accumulate=10000)
     ex = f.explain()
@@ -164,4 +147,4 @@ def test_replay_is_a_cuda_graph_keyed_by_addresses(rt, gpu):
     assert any("softmax" in s["reason"] for s in ex.summary["replay"] if not s["captured"]), ex
     x2 = _arr(gpu, 10000, "float32", rng)
     got = f(x2, y)  # new addresses: captured again, never written through a stale graph
-    _close(got[0], _eager(fn, x2, y)[0], "float32")
+    _close(got[0], run_eager(fn, x2, y)[0], "float32")

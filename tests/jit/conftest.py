@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from eager_common import run_eager
 
 
 @pytest.fixture()
-def off(monkeypatch):
+def off():
     """``off(fn, *args)``: ``fn(*args)`` with ``DSRT_JIT=off`` (everything eager)."""
-    def eager(fn, *args):
-        monkeypatch.setenv("DSRT_JIT", "off")
-        try:
-            return fn(*args)
-        finally:
-            monkeypatch.delenv("DSRT_JIT")
-    return eager
+    return run_eager

@@ -6,9 +6,8 @@ so the pool's rounding is the same on both sides)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+from eager_common import run_eager
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -47,14 +46,6 @@ def test_every_placement_is_valid_and_never_below_the_live_peak(spec):
     assert live_peak(bufs) <= total <= min(plan_offsets(bufs, o)[1] for o in ("size", "start"))
 
 
-def _eager(fn, *args):
-    os.environ["DSRT_JIT"] = "off"
-    try:
-        return fn(*args)
-    finally:
-        del os.environ["DSRT_JIT"]
-
-
 def _requested_peak(cpu, call):
     """Bytes in live pool blocks (after the pool's rounding) at most during ``call()``, above before."""
     c = cpu.pool.counters
@@ -71,7 +62,7 @@ def test_a_large_result_after_large_intermediates_die_serves_them_from_the_pool(
     f = rt.jit(fn, fuse=False)
     x = cpu.asarray(np.linspace(-1, 1, 4096, dtype=np.float32))
     f(x)
-    eager_peak, want = _requested_peak(cpu, lambda: _eager(fn, x))
+    eager_peak, want = _requested_peak(cpu, lambda: run_eager(fn, x))
     replay_peak, got = _requested_peak(cpu, lambda: f(x))
     ex = f.explain()
     assert ex.summary["plan"] == "pool" and "above the eager run's" in str(ex), ex
@@ -90,7 +81,7 @@ def test_out_versions_replay_in_eager_order_in_one_buffer(rt, cpu):
     f = rt.jit(fn, fuse=False)
     x = cpu.asarray(np.linspace(-3, 3, 2048, dtype=np.float32))
     f(x)
-    eager_peak, want = _requested_peak(cpu, lambda: _eager(fn, x))
+    eager_peak, want = _requested_peak(cpu, lambda: run_eager(fn, x))
     replay_peak, got = _requested_peak(cpu, lambda: f(x))
     ex = f.explain()
     assert ex.summary["plan"] == "eager" and "eager order" in str(ex), ex
@@ -170,7 +161,7 @@ def test_random_graphs_never_peak_above_the_eager_run(rt, cpu, program, seed):
     xs = [cpu.asarray(rng.uniform(-1, 1, N).astype(np.float32)) for _ in range(n_in)]
     f(*[cpu.asarray(x.numpy()) for x in xs])  # trace on copies (out= may write into an input)
     ins = [cpu.asarray(x.numpy()) for x in xs]
-    eager_peak, want = _requested_peak(cpu, lambda: _eager(fn, *ins))
+    eager_peak, want = _requested_peak(cpu, lambda: run_eager(fn, *ins))
     ys = [cpu.asarray(x.numpy()) for x in xs]
     replay_peak, got = _requested_peak(cpu, lambda: f(*ys))
     ex = f.explain()

@@ -11,12 +11,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_cslots.h"
 
 static Py_ssize_t a_dtype, a_allocation, a_native, a_native_gen, al_generation;
 static PyTypeObject *array_type, *allocation_type;
 static PyObject *kw_out;
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+#define SLOT DSRT_SLOT
 #define MAX_OPERANDS 4
 
 typedef struct {
@@ -25,16 +26,6 @@ typedef struct {
     Py_ssize_t nin;
     vectorcallfunc vectorcall;
 } UfuncKernel;
-
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
-    if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "dsrt_cpu._ufunc: %s.%s is not an object slot", type->tp_name, name);
-        return -1;
-    }
-    *out = ((PyMemberDescrObject *)d)->d_member->offset;
-    return 0;
-}
 
 /* The host view of `a` (new reference): its cached native view while current, else host_view(a). */
 static PyObject *view_of(UfuncKernel *self, PyObject *a) {
@@ -148,9 +139,9 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
     PyObject *arr, *alloc;
     if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &arr, &PyType_Type, &alloc)) return NULL;
     PyTypeObject *at = (PyTypeObject *)arr, *lt = (PyTypeObject *)alloc;
-    if (slot_offset(at, "dtype", &a_dtype) || slot_offset(at, "allocation", &a_allocation) ||
-        slot_offset(at, "native", &a_native) || slot_offset(at, "native_generation", &a_native_gen) ||
-        slot_offset(lt, "generation", &al_generation))
+    if (dsrt_slot_offset(at, "dtype", &a_dtype) || dsrt_slot_offset(at, "allocation", &a_allocation) ||
+        dsrt_slot_offset(at, "native", &a_native) || dsrt_slot_offset(at, "native_generation", &a_native_gen) ||
+        dsrt_slot_offset(lt, "generation", &al_generation))
         return NULL;
     Py_XSETREF(array_type, (PyTypeObject *)Py_NewRef(arr));
     Py_XSETREF(allocation_type, (PyTypeObject *)Py_NewRef(alloc));
