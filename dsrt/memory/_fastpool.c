@@ -19,7 +19,7 @@
 
 static PyTypeObject *allocation_type, *block_type;
 static PyObject *use_clock, *python_allocate;
-static Py_ssize_t quick_max, quick_age, alignment, quick_order_max;
+static Py_ssize_t quick_max, quick_age, alignment;
 
 /* Slot offsets. */
 static Py_ssize_t c_allocated, c_requested, c_peak_allocated, c_peak_requested, c_num_allocs, c_num_frees,
@@ -29,9 +29,9 @@ static Py_ssize_t s_handle_off;
 static Py_ssize_t al_device, al_exported, al_generation, al_handle, al_last_use, al_nbytes, al_offset, al_pool,
     al_pool_data, al_stream;
 
-static PyObject *k_lock, *k_deferred, *k_quick, *k_quick_order, *k_quick_serial, *k_quick_blocks, *k_sync,
+static PyObject *k_lock, *k_deferred, *k_quick, *k_quick_serial, *k_quick_blocks, *k_sync,
     *k_counters, *k_device, *k_default_stream, *k_acquire, *k_release, *k_append, *k_free_locked,
-    *k_prune_quick_order, *k_free, *k_stream, *small_zero;
+    *k_free, *k_stream, *small_zero;
 
 #define SLOT DSRT_SLOT
 
@@ -93,9 +93,9 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "dsrt.memory._fastpool is configured once per process");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOnnnn", &PyType_Type, &pool_type, &PyType_Type, &alloc, &PyType_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOnnn", &PyType_Type, &pool_type, &PyType_Type, &alloc, &PyType_Type,
                           &block, &PyType_Type, &counters, &PyType_Type, &segment, &use_clock, &allocate, &quick_max,
-                          &quick_age, &alignment, &quick_order_max))
+                          &quick_age, &alignment))
         return NULL;
     PyTypeObject *ct = (PyTypeObject *)counters, *bt = (PyTypeObject *)block, *at = (PyTypeObject *)alloc;
     if (dsrt_slot_offset(ct, "allocated", &c_allocated) || dsrt_slot_offset(ct, "requested", &c_requested) ||
@@ -238,13 +238,13 @@ done:
 static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
     PyObject *block = SLOT(alloc, al_pool_data), *c = PyDict_GetItemWithError(dict, k_counters);
     PyObject *sync = PyDict_GetItemWithError(dict, k_sync), *blocks = PyDict_GetItemWithError(dict, k_quick_blocks);
-    PyObject *quick = PyDict_GetItemWithError(dict, k_quick), *order = PyDict_GetItemWithError(dict, k_quick_order);
+    PyObject *quick = PyDict_GetItemWithError(dict, k_quick);
     PyObject *serial_obj = PyDict_GetItemWithError(dict, k_quick_serial);
     if (block == NULL || Py_TYPE(block) != block_type || c == NULL || sync != Py_True || blocks == NULL ||
-        quick == NULL || !PyDict_CheckExact(quick) || order == NULL || serial_obj == NULL)
+        quick == NULL || !PyDict_CheckExact(quick) || serial_obj == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    /* Borrowed from the pool's dict and the allocation; nothing below runs Python code before the
-       last use of them except _prune_quick_order, after which only `c` and `block` are used. */
+    /* Borrowed from the pool's dict and the allocation; nothing below runs Python code. (The keep
+       only happens below quick_blocks waiting, so it never has to merge an older one back.) */
     long long qc = get_int(c, c_quick_count), qb = get_int(c, c_quick_bytes), reserved = get_int(c, c_reserved);
     long long num_allocs = get_int(c, c_num_allocs), size = get_int(block, b_size), born = get_int(block, b_born);
     long long limit = PyLong_AsLongLong(blocks);
@@ -258,7 +258,7 @@ static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
     Py_INCREF(block);
     Py_INCREF(c);
     int rc = -1;
-    PyObject *size_key = NULL, *entry = NULL, *serial_new = NULL;
+    PyObject *size_key = NULL, *serial_new = NULL;
     if (put(alloc, al_pool_data, Py_NewRef(Py_None)) || put(alloc, al_handle, Py_NewRef(Py_None)) ||
         put_int(c, c_num_frees, frees + 1) || put_int(c, c_allocated, allocated - size) ||
         put_int(c, c_requested, requested - breq) || put(block, b_alloc_ref, Py_NewRef(Py_None)))
@@ -279,23 +279,10 @@ static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
     } else if (PyList_Append(lst, block) < 0) {
         goto out;
     }
-    if ((entry = PyTuple_Pack(2, block, serial_new)) == NULL) goto out;
-    PyObject *aargs[2] = {order, entry};
-    PyObject *r = PyObject_VectorcallMethod(k_append, aargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (r == NULL) goto out;
-    Py_DECREF(r);
-    Py_ssize_t order_len = PyObject_Length(order);
-    if (order_len < 0) goto out;
-    if (order_len > quick_order_max) {
-        PyObject *pargs[1] = {pool};
-        r = PyObject_VectorcallMethod(k_prune_quick_order, pargs, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        if (r == NULL) goto out;
-        Py_DECREF(r);
-    }
     if (put_int(c, c_quick_bytes, qb + size) || put_int(c, c_quick_count, qc + 1)) goto out;
     rc = 1;
 out:
-    Py_DECREF(block); Py_DECREF(c); Py_XDECREF(size_key); Py_XDECREF(entry); Py_XDECREF(serial_new);
+    Py_DECREF(block); Py_DECREF(c); Py_XDECREF(size_key); Py_XDECREF(serial_new);
     return rc;
 }
 
@@ -361,7 +348,7 @@ static PyObject *fast_del(PyObject *alloc, PyObject *unused) {
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(CachingPool, Allocation, Block, Counters, Segment, use_clock, python_allocate, QUICK_MAX,"
-     " QUICK_AGE, ALIGNMENT, QUICK_ORDER_MAX) -> (allocate, free, __del__) method descriptors"},
+     " QUICK_AGE, ALIGNMENT) -> (allocate, free, __del__) method descriptors"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -377,7 +364,6 @@ PyMODINIT_FUNC PyInit__fastpool(void) {
     INTERN(k_lock, "_lock");
     INTERN(k_deferred, "_deferred");
     INTERN(k_quick, "_quick");
-    INTERN(k_quick_order, "_quick_order");
     INTERN(k_quick_serial, "_quick_serial");
     INTERN(k_quick_blocks, "quick_blocks");
     INTERN(k_sync, "_sync");
@@ -388,7 +374,6 @@ PyMODINIT_FUNC PyInit__fastpool(void) {
     INTERN(k_release, "release");
     INTERN(k_append, "append");
     INTERN(k_free_locked, "_free_locked");
-    INTERN(k_prune_quick_order, "_prune_quick_order");
     INTERN(k_free, "free");
     INTERN(k_stream, "stream");
 #undef INTERN

@@ -14,5 +14,4 @@ def configure(
     quick_max: int,
     quick_age: int,
     alignment: int,
-    quick_order_max: int,
 ) -> tuple[Any, Any, Any]: ...

@@ -53,8 +53,6 @@ QUICK_MAX = 64 << 10
 QUICK_BLOCKS = 8
 #: Only temporaries are kept: blocks freed within this many allocations of their own.
 QUICK_AGE = 16
-#: Stale entries (blocks reused since) are pruned from the quick cache's order beyond this length.
-_QUICK_ORDER_MAX = 256
 _SMALL_MASK = ~(ALIGNMENT - 1)
 _LARGE_MASK = ~(LARGE_ROUND - 1)
 _new = object.__new__
@@ -155,7 +153,6 @@ class CachingPool(MemoryPool):
         # The quick cache: rounded size -> freed blocks kept whole (LIFO); a size's entry is deleted
         # when its list empties, so the hot path's one ``get`` answers "anything of this size?".
         self._quick: dict[int, list[Block]] = {}
-        self._quick_order: deque[tuple[Block, int]] = deque()  # (block, stamp), oldest first
         self._quick_serial = 0
         self.quick_blocks = quick_blocks  # 0 turns the quick cache off
         self._tiers = HostTiers(self.allocator, pinned_limit)
@@ -299,10 +296,6 @@ class CachingPool(MemoryPool):
                     self._quick[size] = [block]
                 else:
                     quick.append(block)
-                order = self._quick_order
-                order.append((block, stamp))
-                if len(order) > _QUICK_ORDER_MAX:
-                    self._prune_quick_order()
                 c.quick_bytes += size
                 c.quick_count += 1
             else:
@@ -349,29 +342,20 @@ class CachingPool(MemoryPool):
         if quick is None:
             quick = self._quick[size] = []
         quick.append(block)
-        order = self._quick_order
-        order.append((block, stamp))
         c.quick_bytes += size
         c.quick_count += 1
-        if len(order) > _QUICK_ORDER_MAX:
-            self._prune_quick_order()
-            order = self._quick_order
-        while order and (c.quick_count > self.quick_blocks or order[0][0].requested != -order[0][1]):
-            old, old_stamp = order.popleft()
-            if old.requested == -old_stamp:  # still waiting (not reused since): merge it back
-                lst = self._quick[old.size]
-                lst.remove(old)
-                if not lst:
-                    del self._quick[old.size]
-                c.quick_bytes -= old.size
-                c.quick_count -= 1
-                old.requested = 0
-                self._release_block(old)
-
-    def _prune_quick_order(self) -> None:
-        """Drop the entries of blocks reused since they were cached from the quick cache's order
-        (kept lazily: one stale entry per reuse). Locked."""
-        self._quick_order = deque(e for e in self._quick_order if e[0].requested == -e[1])
+        while c.quick_count > self.quick_blocks:
+            # The oldest waiting block (smallest stamp: ``requested`` is minus it) goes back; at most
+            # quick_blocks + 1 wait, so the scan is short.
+            old = max((b for lst in self._quick.values() for b in lst), key=lambda b: b.requested)
+            lst = self._quick[old.size]
+            lst.remove(old)
+            if not lst:
+                del self._quick[old.size]
+            c.quick_bytes -= old.size
+            c.quick_count -= 1
+            old.requested = 0
+            self._release_block(old)
 
     def _release_block(self, block: Block) -> None:
         """Return a live block to its free index, merging free neighbours. Locked.
@@ -431,7 +415,6 @@ class CachingPool(MemoryPool):
         if not c.quick_bytes:
             return
         quick, self._quick = self._quick, {}
-        self._quick_order.clear()
         c.quick_bytes = c.quick_count = 0
         for blocks in quick.values():
             for block in blocks:
@@ -749,8 +732,7 @@ def _install_fast_pool() -> bool:
     except ImportError:
         return False
     allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, _use_clock,
-                                                   python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT,
-                                                   _QUICK_ORDER_MAX)
+                                                   python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT)
     setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
     setattr(CachingPool, "free", free)  # noqa: B010
     setattr(Allocation, "__del__", finalise)  # noqa: B010

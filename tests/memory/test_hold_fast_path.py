@@ -138,7 +138,7 @@ def test_in_use_block_reads_current_handles_under_spilling_threads():
     assert pool.spills > 0
 
 
-def test_quick_cache_order_stays_bounded():
+def test_quick_cache_stays_bounded_and_merges_back_the_oldest():
     dev = CpuDevice(0)
     pool = dev.pool = make(dev)
     anchor = pool.allocate(512)
@@ -146,8 +146,15 @@ def test_quick_cache_order_stays_bounded():
     del waiting  # cached whole and never asked for again
     for _ in range(5000):
         pool.allocate(1024)  # allocated and freed at once: the quick cache's churn
-    assert len(pool._quick_order) <= 300
-    assert pool.quick_count >= 1
+    assert 1 <= pool.quick_count <= pool.quick_blocks
+    assert [b.size for b in pool._quick[4096]] == [4096]  # still waiting: the churn reused one block
+    small = make(dev, quick_blocks=2)
+    a, b, c = small.allocate(256), small.allocate(512), small.allocate(768)
+    blocks = [x.pool_data for x in (a, b, c)]
+    del a, b, c  # freed in this order: the first is the oldest once a third waits
+    waiting_now = {blk.size for lst in small._quick.values() for blk in lst}
+    assert small.quick_count == 2 and waiting_now == {512, 768}
+    assert blocks[0].requested == 0  # merged back into the free index
     del anchor
     s = pool.stats()
     assert s["allocated_bytes"] == 0 and s["requested_bytes"] == 0
