@@ -30,7 +30,7 @@ import dsrt.dtypes as dt
 from ..array import Array, contiguous_strides
 from ..device import Device
 from ..errors import DsrtError, ShapeError
-from ..memory import in_use
+from ..memory import IN_USE, in_use
 from .capture import Node, Recorder, Value
 from .ir import ELEMENTWISE, FUSED_DTYPES, SAFE_CASTS, FusedIR, FusedOp, GemmSpec, ReduceSpec
 from .plan import Interval, live_peak, plan_best
@@ -845,8 +845,16 @@ class Graph:
         for s_i, s in enumerate(self.steps):
             for vid in self._alloc_at[s_i]:
                 self._bind(vid, buf, given)
-            with in_use(tuple(buf[v] for v in (*s.ins, *s.outs))):
+            # in_use() of the step's operands, inlined (a context manager per step costs more than the
+            # step): list them, then hold them in the step device's pool, where they all live.
+            held = tuple([buf[v] for v in s.ins] + [buf[v] for v in s.outs])
+            key = id(held)
+            IN_USE[key] = held
+            try:
+                s.device.pool.hold(held)
                 self._run_step(s, buf, tracing)
+            finally:
+                del IN_USE[key]
             for b in self._free_after[s_i]:
                 for vid in members.get(b, (b,)):
                     buf.pop(vid, None)
