@@ -855,6 +855,7 @@ class Graph:
                 self._run_step(s, buf, tracing)
             finally:
                 del IN_USE[key]
+            del held  # the last references to what dies here are buf's (the peak must match eager's)
             for b in self._free_after[s_i]:
                 for vid in members.get(b, (b,)):
                     buf.pop(vid, None)
