@@ -22,8 +22,6 @@ static PyObject *use_clock, *python_allocate;
 static Py_ssize_t quick_max, quick_age, alignment;
 
 /* Slot offsets. */
-static Py_ssize_t c_allocated, c_requested, c_peak_allocated, c_peak_requested, c_num_allocs, c_num_frees,
-    c_quick_bytes, c_quick_count, c_reserved;
 static Py_ssize_t b_alloc_ref, b_born, b_free, b_requested, b_segment, b_size, b_offset;
 static Py_ssize_t s_handle_off;
 static Py_ssize_t al_device, al_exported, al_generation, al_handle, al_last_use, al_nbytes, al_offset, al_pool,
@@ -34,6 +32,88 @@ static PyObject *k_lock, *k_deferred, *k_quick, *k_quick_serial, *k_quick_blocks
     *k_free, *k_stream, *small_zero;
 
 #define SLOT DSRT_SLOT
+
+/* The pool's counters as C integers (the twin of dsrt.memory.stats.Counters, whose __slots__ it
+   must match: configure() checks). Python reads and writes them as int attributes; the paths below
+   update them in place. */
+enum {
+    K_ALLOCATED,
+    K_CACHE_MISSES,
+    K_COMPACTIONS,
+    K_FETCHES,
+    K_IDLE_TRIMS,
+    K_MOVED_BYTES,
+    K_MOVES,
+    K_NUM_ALLOCS,
+    K_NUM_FREES,
+    K_OOMS,
+    K_PEAK_ALLOCATED,
+    K_PEAK_REQUESTED,
+    K_PEAK_RESERVED,
+    K_QUICK_BYTES,
+    K_QUICK_COUNT,
+    K_REQUESTED,
+    K_RESERVED,
+    K_RETRIES,
+    K_SEGMENT_ALLOCS,
+    K_SEGMENT_FREES,
+    K_SPILLED_BYTES_TOTAL,
+    K_SPILLED_LIVE,
+    K_SPILLS,
+    K_COUNT
+};
+
+typedef struct {
+    PyObject_HEAD
+    long long f[K_COUNT];
+} CountersObject;
+
+static PyMemberDef counters_members[] = {
+    {"allocated", T_LONGLONG, offsetof(CountersObject, f) + K_ALLOCATED * sizeof(long long), 0, NULL},
+    {"cache_misses", T_LONGLONG, offsetof(CountersObject, f) + K_CACHE_MISSES * sizeof(long long), 0, NULL},
+    {"compactions", T_LONGLONG, offsetof(CountersObject, f) + K_COMPACTIONS * sizeof(long long), 0, NULL},
+    {"fetches", T_LONGLONG, offsetof(CountersObject, f) + K_FETCHES * sizeof(long long), 0, NULL},
+    {"idle_trims", T_LONGLONG, offsetof(CountersObject, f) + K_IDLE_TRIMS * sizeof(long long), 0, NULL},
+    {"moved_bytes", T_LONGLONG, offsetof(CountersObject, f) + K_MOVED_BYTES * sizeof(long long), 0, NULL},
+    {"moves", T_LONGLONG, offsetof(CountersObject, f) + K_MOVES * sizeof(long long), 0, NULL},
+    {"num_allocs", T_LONGLONG, offsetof(CountersObject, f) + K_NUM_ALLOCS * sizeof(long long), 0, NULL},
+    {"num_frees", T_LONGLONG, offsetof(CountersObject, f) + K_NUM_FREES * sizeof(long long), 0, NULL},
+    {"ooms", T_LONGLONG, offsetof(CountersObject, f) + K_OOMS * sizeof(long long), 0, NULL},
+    {"peak_allocated", T_LONGLONG, offsetof(CountersObject, f) + K_PEAK_ALLOCATED * sizeof(long long), 0, NULL},
+    {"peak_requested", T_LONGLONG, offsetof(CountersObject, f) + K_PEAK_REQUESTED * sizeof(long long), 0, NULL},
+    {"peak_reserved", T_LONGLONG, offsetof(CountersObject, f) + K_PEAK_RESERVED * sizeof(long long), 0, NULL},
+    {"quick_bytes", T_LONGLONG, offsetof(CountersObject, f) + K_QUICK_BYTES * sizeof(long long), 0, NULL},
+    {"quick_count", T_LONGLONG, offsetof(CountersObject, f) + K_QUICK_COUNT * sizeof(long long), 0, NULL},
+    {"requested", T_LONGLONG, offsetof(CountersObject, f) + K_REQUESTED * sizeof(long long), 0, NULL},
+    {"reserved", T_LONGLONG, offsetof(CountersObject, f) + K_RESERVED * sizeof(long long), 0, NULL},
+    {"retries", T_LONGLONG, offsetof(CountersObject, f) + K_RETRIES * sizeof(long long), 0, NULL},
+    {"segment_allocs", T_LONGLONG, offsetof(CountersObject, f) + K_SEGMENT_ALLOCS * sizeof(long long), 0, NULL},
+    {"segment_frees", T_LONGLONG, offsetof(CountersObject, f) + K_SEGMENT_FREES * sizeof(long long), 0, NULL},
+    {"spilled_bytes_total", T_LONGLONG, offsetof(CountersObject, f) + K_SPILLED_BYTES_TOTAL * sizeof(long long), 0, NULL},
+    {"spilled_live", T_LONGLONG, offsetof(CountersObject, f) + K_SPILLED_LIVE * sizeof(long long), 0, NULL},
+    {"spills", T_LONGLONG, offsetof(CountersObject, f) + K_SPILLS * sizeof(long long), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *counters_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "Counters() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);  /* zeroed */
+}
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dsrt.memory._fastpool.Counters",
+    .tp_basicsize = sizeof(CountersObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The pool's counters (see dsrt.memory.stats.Counters), held as C integers.",
+    .tp_new = counters_new,
+    .tp_members = counters_members,
+};
+
+#define CNT(c) (((CountersObject *)(c))->f)
 
 /* Replace an object slot's value (steals `value`; NULL is an error already set). */
 static inline int put(PyObject *obj, Py_ssize_t off, PyObject *value) {
@@ -97,13 +177,21 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
                           &block, &PyType_Type, &counters, &PyType_Type, &segment, &use_clock, &allocate, &quick_max,
                           &quick_age, &alignment))
         return NULL;
-    PyTypeObject *ct = (PyTypeObject *)counters, *bt = (PyTypeObject *)block, *at = (PyTypeObject *)alloc;
-    if (dsrt_slot_offset(ct, "allocated", &c_allocated) || dsrt_slot_offset(ct, "requested", &c_requested) ||
-        dsrt_slot_offset(ct, "peak_allocated", &c_peak_allocated) || dsrt_slot_offset(ct, "peak_requested", &c_peak_requested) ||
-        dsrt_slot_offset(ct, "num_allocs", &c_num_allocs) || dsrt_slot_offset(ct, "num_frees", &c_num_frees) ||
-        dsrt_slot_offset(ct, "quick_bytes", &c_quick_bytes) || dsrt_slot_offset(ct, "quick_count", &c_quick_count) ||
-        dsrt_slot_offset(ct, "reserved", &c_reserved) ||
-        dsrt_slot_offset(bt, "alloc_ref", &b_alloc_ref) || dsrt_slot_offset(bt, "born", &b_born) ||
+    PyTypeObject *bt = (PyTypeObject *)block, *at = (PyTypeObject *)alloc;
+    PyObject *slots = PyObject_GetAttrString(counters, "__slots__");
+    if (slots == NULL) return NULL;
+    PyObject *mine = PyTuple_New(K_COUNT);
+    if (mine == NULL) { Py_DECREF(slots); return NULL; }
+    for (int k = 0; k < K_COUNT; k++) PyTuple_SET_ITEM(mine, k, PyUnicode_FromString(counters_members[k].name));
+    PyObject *theirs = PySequence_Tuple(slots);
+    int same = theirs != NULL ? PyObject_RichCompareBool(mine, theirs, Py_EQ) : -1;
+    Py_DECREF(slots); Py_DECREF(mine); Py_XDECREF(theirs);
+    if (same < 0) return NULL;
+    if (!same) {
+        PyErr_SetString(PyExc_TypeError, "dsrt.memory._fastpool: Counters no longer matches stats.Counters.__slots__");
+        return NULL;
+    }
+    if (        dsrt_slot_offset(bt, "alloc_ref", &b_alloc_ref) || dsrt_slot_offset(bt, "born", &b_born) ||
         dsrt_slot_offset(bt, "free", &b_free) || dsrt_slot_offset(bt, "requested", &b_requested) ||
         dsrt_slot_offset(bt, "segment", &b_segment) || dsrt_slot_offset(bt, "size", &b_size) ||
         dsrt_slot_offset(bt, "offset", &b_offset) ||
@@ -154,7 +242,7 @@ static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t
     PyObject *lock = PyDict_GetItemWithError(dict, k_lock), *c = PyDict_GetItemWithError(dict, k_counters),
              *device = PyDict_GetItemWithError(dict, k_device);
     if (stream == NULL || stream == Py_None) stream = PyDict_GetItemWithError(dict, k_default_stream);
-    if (lock == NULL || c == NULL || device == NULL || stream == NULL) {
+    if (lock == NULL || c == NULL || Py_TYPE(c) != &CountersType || device == NULL || stream == NULL) {
         Py_DECREF(dict);
         PyErr_Clear();
         return python_fallback(pool, args, nargs, kwnames);
@@ -186,20 +274,18 @@ static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t
     if (len == 1 && PyDict_DelItem(quick, size_key) < 0) goto done;
     if (Py_TYPE(block) != block_type) { PyErr_SetString(PyExc_TypeError, "quick cache holds a non-block"); goto done; }
     {
-        long long num_allocs = get_int(c, c_num_allocs), bsize = get_int(block, b_size);
-        long long allocated = get_int(c, c_allocated), requested = get_int(c, c_requested);
-        long long peak_a = get_int(c, c_peak_allocated), peak_r = get_int(c, c_peak_requested);
-        long long qb = get_int(c, c_quick_bytes), qc = get_int(c, c_quick_count);
+        long long *f = CNT(c), bsize = get_int(block, b_size);
         if (PyErr_Occurred()) goto done;
-        allocated += bsize;
-        requested += n;
-        if (put_int(c, c_quick_bytes, qb - size) || put_int(c, c_quick_count, qc - 1) ||
-            put(block, b_free, Py_NewRef(Py_False)) || put_int(block, b_requested, n) ||
-            put_int(block, b_born, num_allocs) || put_int(c, c_allocated, allocated) ||
-            (allocated > peak_a && put_int(c, c_peak_allocated, allocated)) ||
-            put_int(c, c_requested, requested) || (requested > peak_r && put_int(c, c_peak_requested, requested)) ||
-            put_int(c, c_num_allocs, num_allocs + 1))
+        if (put(block, b_free, Py_NewRef(Py_False)) || put_int(block, b_requested, n) ||
+            put_int(block, b_born, f[K_NUM_ALLOCS]))
             goto done;
+        f[K_QUICK_BYTES] -= size;
+        f[K_QUICK_COUNT] -= 1;
+        f[K_ALLOCATED] += bsize;
+        if (f[K_ALLOCATED] > f[K_PEAK_ALLOCATED]) f[K_PEAK_ALLOCATED] = f[K_ALLOCATED];
+        f[K_REQUESTED] += n;
+        if (f[K_REQUESTED] > f[K_PEAK_REQUESTED]) f[K_PEAK_REQUESTED] = f[K_REQUESTED];
+        f[K_NUM_ALLOCS] += 1;
     }
     locked = 0;
     if (release(lock) < 0) goto done;
@@ -240,29 +326,32 @@ static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
     PyObject *sync = PyDict_GetItemWithError(dict, k_sync), *blocks = PyDict_GetItemWithError(dict, k_quick_blocks);
     PyObject *quick = PyDict_GetItemWithError(dict, k_quick);
     PyObject *serial_obj = PyDict_GetItemWithError(dict, k_quick_serial);
-    if (block == NULL || Py_TYPE(block) != block_type || c == NULL || sync != Py_True || blocks == NULL ||
+    if (block == NULL || Py_TYPE(block) != block_type || c == NULL || Py_TYPE(c) != &CountersType ||
+        sync != Py_True || blocks == NULL ||
         quick == NULL || !PyDict_CheckExact(quick) || serial_obj == NULL)
         return PyErr_Occurred() ? -1 : 0;
     /* Borrowed from the pool's dict and the allocation; nothing below runs Python code. (The keep
        only happens below quick_blocks waiting, so it never has to merge an older one back.) */
-    long long qc = get_int(c, c_quick_count), qb = get_int(c, c_quick_bytes), reserved = get_int(c, c_reserved);
-    long long num_allocs = get_int(c, c_num_allocs), size = get_int(block, b_size), born = get_int(block, b_born);
+    long long *f = CNT(c);
+    long long size = get_int(block, b_size), born = get_int(block, b_born);
     long long limit = PyLong_AsLongLong(blocks);
     if (PyErr_Occurred()) return -1;
-    if (!(qc < limit && size <= quick_max && num_allocs - born <= quick_age && ((qb + size) << 5) <= reserved))
+    if (!(f[K_QUICK_COUNT] < limit && size <= quick_max && f[K_NUM_ALLOCS] - born <= quick_age &&
+          ((f[K_QUICK_BYTES] + size) << 5) <= f[K_RESERVED]))
         return 0;
     long long serial = PyLong_AsLongLong(serial_obj) + 1;
-    long long allocated = get_int(c, c_allocated), requested = get_int(c, c_requested);
-    long long breq = get_int(block, b_requested), frees = get_int(c, c_num_frees);
+    long long breq = get_int(block, b_requested);
     if (PyErr_Occurred()) return -1;
     Py_INCREF(block);
     Py_INCREF(c);
     int rc = -1;
     PyObject *size_key = NULL, *serial_new = NULL;
     if (put(alloc, al_pool_data, Py_NewRef(Py_None)) || put(alloc, al_handle, Py_NewRef(Py_None)) ||
-        put_int(c, c_num_frees, frees + 1) || put_int(c, c_allocated, allocated - size) ||
-        put_int(c, c_requested, requested - breq) || put(block, b_alloc_ref, Py_NewRef(Py_None)))
+        put(block, b_alloc_ref, Py_NewRef(Py_None)))
         goto out;
+    f[K_NUM_FREES] += 1;
+    f[K_ALLOCATED] -= size;
+    f[K_REQUESTED] -= breq;
     if ((serial_new = PyLong_FromLongLong(serial)) == NULL || PyDict_SetItem(dict, k_quick_serial, serial_new) < 0)
         goto out;
     if (put_int(block, b_requested, -serial)) goto out;  /* negative while cached whole */
@@ -279,7 +368,8 @@ static int quick_keep(PyObject *pool, PyObject *dict, PyObject *alloc) {
     } else if (PyList_Append(lst, block) < 0) {
         goto out;
     }
-    if (put_int(c, c_quick_bytes, qb + size) || put_int(c, c_quick_count, qc + 1)) goto out;
+    f[K_QUICK_BYTES] += size;
+    f[K_QUICK_COUNT] += 1;
     rc = 1;
 out:
     Py_DECREF(block); Py_DECREF(c); Py_XDECREF(size_key); Py_XDECREF(serial_new);
@@ -378,5 +468,8 @@ PyMODINIT_FUNC PyInit__fastpool(void) {
     INTERN(k_stream, "stream");
 #undef INTERN
     if ((small_zero = PyLong_FromLong(0)) == NULL) return NULL;
+    if (PyType_Ready(&CountersType) < 0) return NULL;
+    Py_INCREF(&CountersType);
+    if (PyModule_AddObject(m, "Counters", (PyObject *)&CountersType) < 0) return NULL;
     return m;
 }

@@ -3,6 +3,12 @@
 from collections.abc import Callable
 from typing import Any
 
+class Counters:
+    """The pool's counters as C integers (attributes as in dsrt.memory.stats.Counters)."""
+
+    def __getattr__(self, name: str) -> int: ...
+    def __setattr__(self, name: str, value: int) -> None: ...
+
 def configure(
     pool_type: type,
     allocation_type: type,

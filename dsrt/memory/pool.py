@@ -15,9 +15,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import OutOfMemoryError, format_bytes
 from .base import ALIGNMENT, Allocation, MemoryPool, _use_clock
@@ -162,7 +162,7 @@ class CachingPool(MemoryPool):
         self.compact_ratio = compact_ratio  # None turns compaction off
         self.idle_shrink_s = idle_shrink_s
         self._idle_mark = (-1, 0.0)
-        self.counters = Counters()
+        self.counters: Counters = _new_counters()
         self._compactor = Compactor(self)
         self._spiller = Spiller(self)
         self.set_limit(limit)
@@ -713,6 +713,11 @@ python_free = CachingPool.free
 python_finalise = Allocation.__del__
 
 
+#: Makes a pool's counters: stats.Counters, or its C twin (plain C integers the C paths update in
+#: place; the same attributes to Python) once those paths are installed.
+_new_counters: Callable[[], Counters] = Counters
+
+
 def fast_paths_enabled() -> bool:
     """False when ``DSRT_FASTPATH`` says off: the C paths (this pool's and ``Device.launch``'s) are not
     installed and everything runs the Python reference. Read once, at import."""
@@ -721,9 +726,10 @@ def fast_paths_enabled() -> bool:
 
 def _install_fast_pool() -> bool:
     """Install the quick-cache paths of ``dsrt.memory._fastpool`` (an optional C extension) as
-    ``CachingPool.allocate``/``free`` and ``Allocation.__del__``. They do what the Python methods do
-    for a quick-cache hit and a quick-cache keep, under the same lock, and call the Python methods
-    (kept as :data:`python_allocate`, ``_free_locked``) for everything else. Returns whether they are
+    ``CachingPool.allocate``/``free`` and ``Allocation.__del__``, and its ``Counters`` for new pools.
+    They do what the Python methods do for a quick-cache hit and a quick-cache keep, under the same
+    lock, and call the Python methods (kept as :data:`python_allocate`, ``_free_locked``) for
+    everything else, including a pool whose counters are the Python class. Returns whether they are
     installed."""
     if not fast_paths_enabled():
         return False
@@ -733,6 +739,8 @@ def _install_fast_pool() -> bool:
         return False
     allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, _use_clock,
                                                    python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT)
+    global _new_counters
+    _new_counters = cast(Callable[[], Counters], _fastpool.Counters)
     setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
     setattr(CachingPool, "free", free)  # noqa: B010
     setattr(Allocation, "__del__", finalise)  # noqa: B010

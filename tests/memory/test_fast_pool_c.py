@@ -127,3 +127,32 @@ def test_off_keeps_the_python_methods() -> None:
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True"]
+
+
+def test_c_counters_are_the_python_counters_twin() -> None:
+    if not pool_module.FAST_POOL:
+        pytest.skip("dsrt.memory._fastpool not built or DSRT_FASTPATH=off")
+    from dsrt.memory import _fastpool
+    from dsrt.memory.stats import Counters
+
+    c = _fastpool.Counters()
+    for name in Counters.__slots__:
+        assert getattr(c, name) == 0
+        setattr(c, name, 7)
+        assert getattr(c, name) == 7
+    with pytest.raises(AttributeError):
+        c.not_a_counter = 1  # type: ignore[attr-defined]
+
+
+def test_a_pool_with_python_counters_takes_the_python_paths() -> None:
+    from dsrt.memory.stats import Counters
+
+    rt = dsrt.Runtime(plugins=["cpu"])
+    pool = rt.device("cpu:0").pool
+    pool.counters = Counters()  # the C paths hand such a pool to the Python methods
+    keep = [pool.allocate(100) for _ in range(3)]
+    block = keep[0].pool_data
+    del keep[0]
+    again = pool.allocate(100)
+    assert again.pool_data is block and pool.counters.num_allocs == 4 and pool.counters.num_frees == 1
+    assert pool.counters.allocated == 3 * 256 and pool.counters.requested == 300
