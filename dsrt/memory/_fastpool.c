@@ -147,11 +147,128 @@ static int call_lock(PyObject *lock, PyObject *name, PyObject *arg, int *result)
     return 0;
 }
 
+
+/* A lock for the pool (the twin of threading.Lock: acquire(blocking=True, timeout=-1), release(),
+   locked(), a context manager) that the paths below take and drop without a method call. A
+   blocking acquire that must wait releases the GIL, and a signal's handler runs while it waits
+   (KeyboardInterrupt interrupts it, as it does threading.Lock's). */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    char locked;
+} LockObject;
+
+static PyTypeObject LockType;
+
+static int lock_take(LockObject *self, int blocking, double timeout) {  /* 1 taken, 0 not, -1 error */
+    if (PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        self->locked = 1;
+        return 1;
+    }
+    if (!blocking) return 0;
+    PY_TIMEOUT_T us = timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(self->lock, us, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_INTR) {
+            if (Py_MakePendingCalls() < 0 || PyErr_CheckSignals() < 0) return -1;
+            continue;  /* (a finite timeout restarts: the pool never waits with one) */
+        }
+        if (r == PY_LOCK_ACQUIRED) self->locked = 1;
+        return r == PY_LOCK_ACQUIRED;
+    }
+}
+
+static int lock_drop(LockObject *self) {
+    if (!self->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return -1;
+    }
+    self->locked = 0;
+    PyThread_release_lock(self->lock);
+    return 0;
+}
+
+static PyObject *lock_acquire(LockObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"blocking", "timeout", NULL};
+    int blocking = 1;
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", kwlist, &blocking, &timeout)) return NULL;
+    int r = lock_take(self, blocking, timeout);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *lock_release(LockObject *self, PyObject *unused) {
+    if (lock_drop(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lock_exit(LockObject *self, PyObject *args) {
+    if (lock_drop(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lock_locked(LockObject *self, PyObject *unused) { return PyBool_FromLong(self->locked); }
+
+static PyObject *lock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    LockObject *self = (LockObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    if ((self->lock = PyThread_allocate_lock()) == NULL) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void lock_dealloc(LockObject *self) {
+    if (self->lock != NULL) {
+        if (self->locked) PyThread_release_lock(self->lock);
+        PyThread_free_lock(self->lock);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool"},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, "release()"},
+    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked() -> bool"},
+    {"__enter__", (PyCFunction)(void (*)(void))lock_acquire, METH_VARARGS | METH_KEYWORDS, "acquire()"},
+    {"__exit__", (PyCFunction)lock_exit, METH_VARARGS, "release()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dsrt.memory._fastpool.Lock",
+    .tp_basicsize = sizeof(LockObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The pool's lock: threading.Lock's interface, taken by the C paths without a method call.",
+    .tp_new = lock_new,
+    .tp_dealloc = (destructor)lock_dealloc,
+    .tp_methods = lock_methods,
+};
+
+/* Take / drop the pool's lock: directly for a Lock of this module, else through its methods. */
+static int take_lock(PyObject *lock, int blocking, int *got) {
+    if (Py_TYPE(lock) == &LockType) {
+        int r = lock_take((LockObject *)lock, blocking, -1);
+        if (r < 0) return -1;
+        *got = r;
+        return 0;
+    }
+    return call_lock(lock, k_acquire, blocking ? NULL : Py_False, got);
+}
+
 static inline int release(PyObject *lock) {
     /* Keeps an error already set (the caller's) and reports a failing release over it. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    int rc = call_lock(lock, k_release, NULL, NULL);
+    int rc = Py_TYPE(lock) == &LockType ? lock_drop((LockObject *)lock) : call_lock(lock, k_release, NULL, NULL);
     if (rc == 0) PyErr_Restore(type, value, tb);
     else { Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb); }
     return rc;
@@ -252,7 +369,8 @@ static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t
     int locked = 0, handed_over = 0;
     /* A blocking acquire lets other threads run: the pool's containers are read only once it is held
        (the miss path replaces _quick). */
-    if (size_key == NULL || call_lock(lock, k_acquire, NULL, NULL) < 0) goto done;
+    int got = 0;
+    if (size_key == NULL || take_lock(lock, 1, &got) < 0) goto done;
     locked = 1;
     PyObject *deferred = PyDict_GetItemWithError(dict, k_deferred), *quick = PyDict_GetItemWithError(dict, k_quick);
     if (deferred == NULL || quick == NULL || !PyDict_CheckExact(quick)) {
@@ -392,7 +510,7 @@ static PyObject *fast_free(PyObject *pool, PyObject *const *args, Py_ssize_t nar
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "pool has no lock");
         goto done;
     }
-    if (call_lock(lock, k_acquire, Py_False, &got) < 0) goto done;
+    if (take_lock(lock, 0, &got) < 0) goto done;
     if (!got) {  /* busy (another thread, or a finaliser inside this pool's critical section): queue it */
         PyObject *deferred = PyDict_GetItemWithError(dict, k_deferred);
         if (deferred == NULL) {
@@ -468,7 +586,9 @@ PyMODINIT_FUNC PyInit__fastpool(void) {
     INTERN(k_stream, "stream");
 #undef INTERN
     if ((small_zero = PyLong_FromLong(0)) == NULL) return NULL;
-    if (PyType_Ready(&CountersType) < 0) return NULL;
+    if (PyType_Ready(&CountersType) < 0 || PyType_Ready(&LockType) < 0) return NULL;
+    Py_INCREF(&LockType);
+    if (PyModule_AddObject(m, "Lock", (PyObject *)&LockType) < 0) return NULL;
     Py_INCREF(&CountersType);
     if (PyModule_AddObject(m, "Counters", (PyObject *)&CountersType) < 0) return NULL;
     return m;

@@ -140,7 +140,7 @@ class CachingPool(MemoryPool):
     ) -> None:
         super().__init__(device)
         self.lock_free_hold = _GIL
-        self._lock = threading.Lock()
+        self._lock = _new_lock()
         # True while this pool moves live bytes (compaction, spilling, fetching), set and cleared
         # under the lock; read without it by ``hold`` (see there for why that is safe).
         self._moving = False
@@ -716,6 +716,8 @@ python_finalise = Allocation.__del__
 #: Makes a pool's counters: stats.Counters, or its C twin (plain C integers the C paths update in
 #: place; the same attributes to Python) once those paths are installed.
 _new_counters: Callable[[], Counters] = Counters
+#: Makes a pool's lock: threading.Lock, or the C paths' twin (same interface, taken without a method call).
+_new_lock: Callable[[], Any] = threading.Lock
 
 
 def fast_paths_enabled() -> bool:
@@ -726,7 +728,8 @@ def fast_paths_enabled() -> bool:
 
 def _install_fast_pool() -> bool:
     """Install the quick-cache paths of ``dsrt.memory._fastpool`` (an optional C extension) as
-    ``CachingPool.allocate``/``free`` and ``Allocation.__del__``, and its ``Counters`` for new pools.
+    ``CachingPool.allocate``/``free`` and ``Allocation.__del__``, and its ``Counters`` and ``Lock`` for
+    new pools.
     They do what the Python methods do for a quick-cache hit and a quick-cache keep, under the same
     lock, and call the Python methods (kept as :data:`python_allocate`, ``_free_locked``) for
     everything else, including a pool whose counters are the Python class. Returns whether they are
@@ -739,8 +742,9 @@ def _install_fast_pool() -> bool:
         return False
     allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, _use_clock,
                                                    python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT)
-    global _new_counters
+    global _new_counters, _new_lock
     _new_counters = cast(Callable[[], Counters], _fastpool.Counters)
+    _new_lock = _fastpool.Lock
     setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
     setattr(CachingPool, "free", free)  # noqa: B010
     setattr(Allocation, "__del__", finalise)  # noqa: B010

@@ -156,3 +156,40 @@ def test_a_pool_with_python_counters_takes_the_python_paths() -> None:
     again = pool.allocate(100)
     assert again.pool_data is block and pool.counters.num_allocs == 4 and pool.counters.num_frees == 1
     assert pool.counters.allocated == 3 * 256 and pool.counters.requested == 300
+
+
+def test_c_lock_is_a_lock() -> None:
+    if not pool_module.FAST_POOL:
+        pytest.skip("dsrt.memory._fastpool not built or DSRT_FASTPATH=off")
+    import threading
+
+    from dsrt.memory import _fastpool
+
+    lock = _fastpool.Lock()
+    assert lock.acquire() and lock.locked() and not lock.acquire(False)
+    assert not lock.acquire(timeout=0.01)
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    total = [0]
+
+    def bump() -> None:
+        for _ in range(20_000):
+            with lock:
+                value = total[0]
+                total[0] = value + 1
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert total[0] == 80_000 and not lock.locked()
+    waiter_got = []
+    lock.acquire()
+    waiter = threading.Thread(target=lambda: waiter_got.append(lock.acquire(timeout=5)))
+    waiter.start()
+    lock.release()  # the blocked waiter (GIL released while it waits) takes it
+    waiter.join(10)
+    assert waiter_got == [True] and lock.locked()
+    lock.release()
