@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,18 +30,7 @@ from typing import Any
 import numpy as np
 
 import dsrt
-
-
-def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from dsrt.cli.bench import median_seconds
 
 
 def chain(rt: dsrt.Runtime) -> Callable[[Any, Any], Any]:
@@ -80,12 +68,12 @@ def elementwise_chain(rt: dsrt.Runtime, n: int, repeats: int) -> dict[str, Any]:
     threads = os.cpu_count() or 1
     f = rt.jit(chain(rt))
     eager = chain(rt)
-    fused_s = _median_time(lambda: f(x, y), repeats)
+    fused_s = median_seconds(lambda: f(x, y), repeats)
     res: dict[str, Any] = {"device": "cpu:0", "elements": n, "dtype": "float32", "threads": threads,
                            "kernels": 8, "explain": f.explain().summary}
     res["fused_ms"] = fused_s * 1e3
-    res["numpy_ms"] = _median_time(lambda: numpy_chain(hx, hy), repeats) * 1e3
-    res["dsrt_eager_ms"] = _median_time(lambda: eager(x, y), repeats) * 1e3
+    res["numpy_ms"] = median_seconds(lambda: numpy_chain(hx, hy), repeats) * 1e3
+    res["dsrt_eager_ms"] = median_seconds(lambda: eager(x, y), repeats) * 1e3
     res["fused_vs_numpy"] = res["numpy_ms"] / res["fused_ms"]
     res["fused_vs_dsrt_eager"] = res["dsrt_eager_ms"] / res["fused_ms"]
     err = float(np.max(np.abs(f(x, y).numpy() - numpy_chain(hx, hy))) / np.max(np.abs(numpy_chain(hx, hy))))
@@ -94,7 +82,7 @@ def elementwise_chain(rt: dsrt.Runtime, n: int, repeats: int) -> dict[str, Any]:
         import numexpr as ne
 
         ne.set_num_threads(threads)
-        res["numexpr_ms"] = _median_time(lambda: ne.evaluate(NUMEXPR, local_dict={"x": hx, "y": hy}), repeats) * 1e3
+        res["numexpr_ms"] = median_seconds(lambda: ne.evaluate(NUMEXPR, local_dict={"x": hx, "y": hy}), repeats) * 1e3
         res["numexpr_version"] = ne.__version__
         res["fused_vs_numexpr"] = res["numexpr_ms"] / res["fused_ms"]
     except ImportError as exc:
@@ -122,8 +110,8 @@ def torch_chain(hx: np.ndarray, hy: np.ndarray, repeats: int, fused_s: float) ->
         t0 = time.perf_counter()
         compiled(tx, ty)
         compile_s = time.perf_counter() - t0
-        t = _median_time(lambda: compiled(tx, ty), repeats)
-        eager_t = _median_time(lambda: tchain(tx, ty), repeats)
+        t = median_seconds(lambda: compiled(tx, ty), repeats)
+        eager_t = median_seconds(lambda: tchain(tx, ty), repeats)
         return {"ran": True, "version": torch.__version__, "compiled_ms": t * 1e3, "torch_eager_ms": eager_t * 1e3,
                 "first_call_s": compile_s, "fused_vs_torch_compile": t / fused_s}
     except Exception as exc:  # noqa: BLE001 - any failure of the peer is reported, not raised
@@ -141,8 +129,8 @@ def opencl_chain(rt: dsrt.Runtime, n: int, repeats: int) -> dict[str, Any]:
     f = rt.jit(chain(rt))
     eager = chain(rt)
     sync = dev.synchronize
-    fused = _median_time(lambda: f(x, y), repeats, sync)
-    unfused = _median_time(lambda: eager(x, y), repeats, sync)
+    fused = median_seconds(lambda: f(x, y), repeats, sync)
+    unfused = median_seconds(lambda: eager(x, y), repeats, sync)
     return {"ran": True, "device": dev.id, "name": dev.info.name, "elements": n, "fused_ms": fused * 1e3,
             "unfused_ms": unfused * 1e3, "fused_vs_unfused": unfused / fused,
             "fused_kernels": f.explain().summary["fused_kernels"]}
@@ -176,9 +164,9 @@ def replay_per_op(rt: dsrt.Runtime, repeats: int, ops: int = 200) -> dict[str, A
 
     r = max(repeats, 5)
     return {"ops": ops, "elements": 8,
-            "replay_us_per_op": _median_time(batch(fused), r) / per / ops * 1e6,
-            "unfused_replay_us_per_op": _median_time(batch(unfused), r) / per / ops * 1e6,
-            "eager_us_per_launch": _median_time(batch(graph), r) / per / ops * 1e6,
+            "replay_us_per_op": median_seconds(batch(fused), r) / per / ops * 1e6,
+            "unfused_replay_us_per_op": median_seconds(batch(unfused), r) / per / ops * 1e6,
+            "eager_us_per_launch": median_seconds(batch(graph), r) / per / ops * 1e6,
             "target_us": 0.3, "fused_kernels": fused.explain().summary["fused_kernels"]}
 
 
@@ -217,8 +205,8 @@ def mlp(rt: dsrt.Runtime, repeats: int, batch: int = 256, d_in: int = 512, hidde
     replay_peak = _peak(cpu.pool, lambda: f(x))
     eager_peak = _peak(cpu.pool, lambda: step(x))
     arena = sum(f.graphs[0].arena_bytes.values())
-    replay_s = _median_time(lambda: f(x), repeats)
-    eager_s = _median_time(lambda: step(x), repeats)
+    replay_s = median_seconds(lambda: f(x), repeats)
+    eager_s = median_seconds(lambda: step(x), repeats)
     summary = f.explain().summary
     return {"shape": [batch, d_in, hidden, d_out], "arena_bytes": arena,
             "replay_peak_bytes": replay_peak + arena, "eager_peak_bytes": eager_peak,
@@ -247,8 +235,8 @@ def opencl_mlp(rt: dsrt.Runtime, repeats: int, batch: int = 256, d_in: int = 512
 
     fused, unfused = rt.jit(step), rt.jit(step, fuse=False)
     x = arr(batch, d_in)
-    fused_s = _median_time(lambda: fused(x), repeats, dev.synchronize)
-    unfused_s = _median_time(lambda: unfused(x), repeats, dev.synchronize)
+    fused_s = median_seconds(lambda: fused(x), repeats, dev.synchronize)
+    unfused_s = median_seconds(lambda: unfused(x), repeats, dev.synchronize)
     return {"ran": True, "device": dev.id, "name": dev.info.name, "shape": [batch, d_in, hidden, d_out],
             "fused_ms": fused_s * 1e3, "unfused_ms": unfused_s * 1e3, "fused_vs_unfused": unfused_s / fused_s,
             "steps": [g["name"] for g in fused.explain().groups]}

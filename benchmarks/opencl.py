@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import dsrt
+from dsrt.cli.bench import median_seconds
 
 _FMA_SRC = """
 __kernel void fma_peak(__global float* out, const int iters) {
@@ -37,16 +35,6 @@ __kernel void fma_peak(__global float* out, const int iters) {
 """
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: compiles, first touches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _fma_peak(dev: dsrt.Device, repeats: int) -> float:
     k = dev.compile(_FMA_SRC, lang="opencl", name="fma_peak", options=["-cl-mad-enable"])
     items = 256 * dev.info.compute_units
@@ -59,7 +47,7 @@ def _fma_peak(dev: dsrt.Device, repeats: int) -> float:
         k.launch(out, np.int32(iters), global_size=items, local_size=local)
         dev.synchronize()
 
-    return items * iters * 8 * 8 * 2 / _median_seconds(run, repeats) / 1e9
+    return items * iters * 8 * 8 * 2 / median_seconds(run, repeats) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             dev.launch("gemm", da, db, out=out)
             dev.synchronize()
 
-        t_dev = _median_seconds(dev_gemm, reps)
+        t_dev = median_seconds(dev_gemm, reps)
         err = float(np.abs(out.numpy() - a @ b).max())
         def np_gemm(a: np.ndarray = a, b: np.ndarray = b) -> None:
             np.matmul(a, b)
 
-        t_np = _median_seconds(np_gemm, reps)
+        t_np = median_seconds(np_gemm, reps)
         flops = 2.0 * n**3
         result["gemm"][str(n)] = {"opencl_gflops": flops / t_dev / 1e9, "numpy_gflops": flops / t_np / 1e9,
                                   "max_abs_error": err}
@@ -109,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         dev.synchronize()
 
     moved = 3.0 * x.nbytes
-    t_dev = _median_seconds(dev_add, args.repeats)
-    t_np = _median_seconds(lambda: np.add(x, y, out=hout), args.repeats)
+    t_dev = median_seconds(dev_add, args.repeats)
+    t_np = median_seconds(lambda: np.add(x, y, out=hout), args.repeats)
     assert np.array_equal(dout.numpy(), x + y)
     result["add_64MiB"] = {"opencl_gbps": moved / t_dev / 1e9, "numpy_gbps": moved / t_np / 1e9}
     result["device_fma_gflops"] = _fma_peak(dev, 3)

@@ -15,7 +15,23 @@ import numpy as np
 
 from ..device import Device
 
-__all__ = ["per_call_seconds", "dispatch_overhead", "device_throughput"]
+__all__ = ["median_seconds", "per_call_seconds", "dispatch_overhead", "device_throughput"]
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] | None = None) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call (compiles, first touches);
+    ``sync`` (a device's ``synchronize``) is called after each, inside the timing."""
+    fn()
+    if sync is not None:
+        sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def per_call_seconds(fn: Callable[[], Any], *, calls: int, batches: int = 15) -> list[float]:
