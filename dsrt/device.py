@@ -718,18 +718,7 @@ class Device:
         key = id(held)
         IN_USE[key] = held
         try:
-            if pool.lock_free_hold and not pool._moving:
-                # CachingPool.hold's lock-free barrier, inlined (see there for why it is safe): only a
-                # spilled operand needs the pool.
-                clock = _use_clock
-                for a in held:
-                    alloc = a.allocation
-                    if alloc.handle is None:
-                        pool.hold(held)
-                        break
-                    alloc.last_use = next(clock)
-            else:
-                pool.hold(held)
+            pool.hold(held)
             impl = entry[5]
             if impl is not None:
                 impl(inputs, out, bound, s)

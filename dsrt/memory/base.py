@@ -99,10 +99,10 @@ class MemoryPool:
     ``limit`` is the most bytes the pool may reserve from the device (``None``: the device's memory).
     """
 
-    #: True where :meth:`hold` may be skipped for resident items while no move is under way
-    #: (``_moving`` false): a launch then only stamps ``last_use`` itself. See CachingPool.hold.
+    #: True where :meth:`hold` may be skipped for resident items while no move is under way (the
+    #: pool's ``_moving`` false): the C launch path then only stamps ``last_use`` itself, as
+    #: CachingPool.hold's lock-free barrier does (see there for why that is safe).
     lock_free_hold = False
-    _moving = False
 
     def __init__(self, device: Device, *, limit: int | None = None) -> None:
         self.device = device
