@@ -4,8 +4,8 @@
  * cache pops it, counts it and wraps it in an Allocation, under the pool's lock, exactly as the
  * Python allocate does; anything else (a miss, queued frees to drain, a large request, an odd
  * argument) calls the Python allocate, which is the reference.
- * free: the Python free's quick-cache branch, under the same lock; every other free is handed to
- * the pool's _free_locked with the lock held, as the Python free does.
+ * free: the quick-cache keep of the pool's _free_locked (below quick_blocks waiting, so it never merges
+ * an older block back), under the same lock; every other free is handed to _free_locked itself.
  * Allocation.__del__: gives the allocation back through pool.free, swallowing errors as the Python
  * finaliser does.
  *

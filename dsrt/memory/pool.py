@@ -276,30 +276,7 @@ class CachingPool(MemoryPool):
             self._deferred.append(alloc)
             return
         try:
-            block = alloc.pool_data
-            c = self.counters
-            # The quick cache's common case inlined (see _free_locked): a young small block on a
-            # synchronous device goes on its size's LIFO while fewer than quick_blocks wait.
-            if (type(block) is Block and self._sync and c.quick_count < self.quick_blocks
-                    and (size := block.size) <= QUICK_MAX and c.num_allocs - block.born <= QUICK_AGE
-                    and (c.quick_bytes + size) << 5 <= c.reserved):
-                alloc.pool_data = None
-                alloc.handle = None
-                c.num_frees += 1
-                c.allocated -= size
-                c.requested -= block.requested
-                block.alloc_ref = None
-                self._quick_serial = stamp = self._quick_serial + 1
-                block.requested = -stamp  # negative while cached whole: not live, not in the free index
-                quick = self._quick.get(size)
-                if quick is None:
-                    self._quick[size] = [block]
-                else:
-                    quick.append(block)
-                c.quick_bytes += size
-                c.quick_count += 1
-            else:
-                self._free_locked(alloc)
+            self._free_locked(alloc)  # (the quick cache's common case runs in C where built)
         finally:
             lock.release()
 
