@@ -9,6 +9,12 @@ class Counters:
     def __getattr__(self, name: str) -> int: ...
     def __setattr__(self, name: str, value: int) -> None: ...
 
+class PoolCore:
+    """The parts of a CachingPool its C paths use, made once by the pool."""
+
+    def __init__(self, lock: Lock, counters: Counters, device: Any, default_stream: Any, deferred: Any,
+                 quick: dict[int, list[Any]], small: Any, large: Any, sync: bool) -> None: ...
+
 class Lock:
     """threading.Lock's interface, taken by the C paths without a method call."""
 
@@ -24,9 +30,9 @@ def configure(
     block_type: type,
     counters_type: type,
     segment_type: type,
+    index_type: type,
     use_clock: Any,
     python_allocate: Callable[..., Any],
-    quick_max: int,
-    quick_age: int,
-    alignment: int,
+    python_free: Callable[..., Any],
+    constants: tuple[int, int, int, int, int, int, int, int, int],
 ) -> tuple[Any, Any, Any]: ...

@@ -65,14 +65,13 @@ class Compactor:
         if avoid is None:
             fits = max(fits, size)  # ... unless a nested window opens one
         segments: dict[int, Segment] = {}
-        bitmap = index.bitmap
-        while bitmap and len(segments) < _COMPACT_SEGMENTS:
-            top = bitmap.bit_length() - 1
+        top = index.nonempty.rfind(1)
+        while top >= 0 and len(segments) < _COMPACT_SEGMENTS:
             for blk in index.bins[top]:
                 seg = blk.segment
                 if seg is not avoid and seg.size >= size:
                     segments[id(seg)] = seg
-            bitmap &= ~(1 << top)
+            top = index.nonempty.rfind(1, 0, top)
         # Open more than asked (unless nested), so the next few misses find room without moving:
         # up to COMPACT_SPAN bytes, or the whole segment if smaller. Windows compare by the share
         # of their span that must move.

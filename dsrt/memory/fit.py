@@ -1,10 +1,12 @@
 """The free-block index of a :class:`~dsrt.memory.CachingPool` and its one fit rule.
 
 Free blocks are indexed by a two-level segregated fit (first level: the power of two below the
-size; second level: :data:`SUBDIVISIONS` equal slices of it). One Python integer is the bitmap of
-non-empty bins, so finding the smallest bin that can hold a request is a shift and a
-lowest-set-bit, whatever the number of blocks: the cost of an allocation does not grow with the
-number of live or free blocks. All sizes and offsets are in bytes.
+size; second level: :data:`SUBDIVISIONS` equal slices of it). A ``bytearray`` of :data:`NBINS`
+flags marks the non-empty bins, so finding the smallest bin that can hold a request is one
+``find`` (a ``memchr`` over at most 1 KiB), whatever the number of blocks: the cost of an
+allocation does not grow with the number of live or free blocks. (A bytearray rather than a
+big-integer bitmap: the C allocation path of :mod:`dsrt.memory._fastpool` reads and writes the
+same flags in place.) All sizes and offsets are in bytes.
 
 The fit rule (:func:`fit`) is the only one: the allocation hot path (``fit(..., split=True)``) and
 :meth:`FreeIndex.find` (fetching, compaction's moves, the slow path) run the same code, so they
@@ -19,7 +21,7 @@ from typing import Any
 
 from .blocks import Block
 
-__all__ = ["FreeIndex", "MIN_SPLIT", "PROBES", "SPARE_BLOCKS", "SUBDIVISIONS", "bin_of", "carve_tail", "choose", "fit"]
+__all__ = ["FreeIndex", "MIN_SPLIT", "NBINS", "PROBES", "SPARE_BLOCKS", "SUBDIVISIONS", "bin_of", "carve_tail", "choose", "fit"]
 
 #: Second-level bins per power of two (a power of two). 16 slices keep the gap between a request
 #: and the lower bound of the first bin searched under 1/16 of the request.
@@ -33,6 +35,8 @@ SPARE_BLOCKS = 64
 #: A remainder smaller than this many bytes stays with the block instead of becoming a free block
 #: (the pool's alignment: every block starts on a multiple of it).
 MIN_SPLIT = 256
+#: Bins in an index: every size below 2**64 bytes has one.
+NBINS = 64 << _SL_SHIFT
 
 
 def bin_of(size: int) -> int:
@@ -45,17 +49,17 @@ class FreeIndex:
     """The free blocks of one pool (small or large), binned for O(1) good-fit search.
 
     ``bins`` maps a bin number to its blocks (a dict used as an insertion-ordered set);
-    ``bitmap`` has bit ``b`` set while bin ``b`` is non-empty; ``free_bytes`` and ``count`` are
+    ``nonempty[b]`` is 1 while bin ``b`` has a block, else 0; ``free_bytes`` and ``count`` are
     the bytes and blocks indexed. ``spare`` holds up to :data:`SPARE_BLOCKS` block objects that
     coalescing merged away (referenced by nothing else), which splits reuse instead of building new
     ones; the pool empties it when it returns segments, so it pins none.
     """
 
-    __slots__ = ("bins", "bitmap", "count", "free_bytes", "spare")
+    __slots__ = ("bins", "count", "free_bytes", "nonempty", "spare")
 
     def __init__(self) -> None:
         self.bins: dict[int, dict[Block, None]] = {}
-        self.bitmap = 0
+        self.nonempty = bytearray(NBINS)
         self.free_bytes = 0
         self.count = 0
         self.spare: list[Block] = []
@@ -71,7 +75,7 @@ class FreeIndex:
         bucket = self.bins.get(b)
         if bucket is None:
             bucket = self.bins[b] = {}
-            self.bitmap |= 1 << b
+            self.nonempty[b] = 1
         bucket[block] = None
         self.free_bytes += block.size
         self.count += 1
@@ -84,7 +88,7 @@ class FreeIndex:
             target = self.bins.get(b_new)
             if target is None:
                 target = self.bins[b_new] = {}
-                self.bitmap |= 1 << b_new
+                self.nonempty[b_new] = 1
             target[block] = None
         self.free_bytes += block.size - old_size
 
@@ -93,7 +97,7 @@ class FreeIndex:
         del bucket[block]
         if not bucket:
             del self.bins[b]
-            self.bitmap &= ~(1 << b)
+            self.nonempty[b] = 0
 
     def remove(self, block: Block) -> None:
         self._unbin(block, bin_of(block.size))
@@ -107,16 +111,16 @@ class FreeIndex:
 
     def largest(self) -> int:
         """Bytes in the largest free block (0 if none)."""
-        if not self.bitmap:
+        top = self.nonempty.rfind(1)
+        if top < 0:
             return 0
-        top = self.bitmap.bit_length() - 1
         return max(blk.size for blk in self.bins[top])
 
     def largest_bound(self) -> int:
         """A lower bound of the largest free block in bytes, in O(1): the smallest size its bin holds."""
-        if not self.bitmap:
+        b = self.nonempty.rfind(1)
+        if b < 0:
             return 0
-        b = self.bitmap.bit_length() - 1
         fl, sl = b >> _SL_SHIFT, b & _SL_MASK
         return (1 << fl) + (sl << (fl - _SL_SHIFT))
 
@@ -174,11 +178,9 @@ def fit(index: FreeIndex, size: int, stream: Any, split: bool | None = True) -> 
             if probes == PROBES:
                 break
     if best is None:
-        mask = index.bitmap >> (b + 1)
-        base = b + 1
-        while mask:
-            shift = (mask & -mask).bit_length() - 1
-            b = base + shift
+        find = index.nonempty.find
+        b = find(1, b + 1)
+        while b >= 0:
             bucket = bins[b]
             for cand in bucket:
                 if cand.pending is None or cand.usable_on(stream):
@@ -186,8 +188,7 @@ def fit(index: FreeIndex, size: int, stream: Any, split: bool | None = True) -> 
                     break
             if best is not None:
                 break
-            mask >>= shift + 1
-            base = b + 1
+            b = find(1, b + 1)
         else:
             return None
     assert best is not None and bucket is not None  # bucket: the bin ``b`` that holds ``best``
@@ -220,17 +221,17 @@ def fit(index: FreeIndex, size: int, stream: Any, split: bool | None = True) -> 
             del bucket[best]
             if not bucket:
                 del bins[b]
-                index.bitmap &= ~(1 << b)
+                index.nonempty[b] = 0
             target = bins.get(rb)
             if target is None:
                 target = bins[rb] = {}
-                index.bitmap |= 1 << rb
+                index.nonempty[rb] = 1
             target[best] = None
         return live
     del bucket[best]
     if not bucket:
         del bins[b]
-        index.bitmap &= ~(1 << b)
+        index.nonempty[b] = 0
     index.free_bytes -= best.size
     index.count -= 1
     if split:

@@ -23,7 +23,7 @@ from ..errors import OutOfMemoryError, format_bytes
 from .base import ALIGNMENT, Allocation, MemoryPool, _use_clock
 from .blocks import Block, Segment
 from .compact import COMPACT_SHIFT, COMPACT_SPAN, Compactor
-from .fit import FreeIndex, carve_tail, fit
+from .fit import MIN_SPLIT, PROBES, SPARE_BLOCKS, SUBDIVISIONS, FreeIndex, carve_tail, fit
 from .spill import Spiller
 from .stats import Counters, counter, report, snapshot
 from .tiers import HostTiers, IdleReaper, SpillRecord
@@ -102,6 +102,11 @@ class CachingPool(MemoryPool):
     free for the next operation). Ownership: the pool owns every segment and spill buffer.
     """
 
+    # The C paths' handle on this pool (a dsrt.memory._fastpool.PoolCore holding the lock, counters,
+    # device, default stream, deferred queue, quick cache and both indexes), None where they are not
+    # built. Those attributes are made once here and never rebound (the core holds them).
+    __slots__ = ("_core",)
+
     # Counter views (read-only): the counters live in ``self.counters`` (see dsrt.memory.stats).
     allocated = counter[int]("allocated")
     requested = counter[int]("requested")
@@ -150,10 +155,9 @@ class CachingPool(MemoryPool):
         self._segments: dict[int, Segment] = {}
         self._serial = 0
         self._pins: dict[int, int] = {}
-        # The quick cache: rounded size -> freed blocks kept whole (LIFO); a size's entry is deleted
-        # when its list empties, so the hot path's one ``get`` answers "anything of this size?".
+        # The quick cache: rounded size -> freed blocks kept whole (LIFO). A size's list stays when it
+        # empties (at most QUICK_MAX / ALIGNMENT sizes), so a free-allocate cycle builds nothing.
         self._quick: dict[int, list[Block]] = {}
-        self._quick_serial = 0
         self.quick_blocks = quick_blocks  # 0 turns the quick cache off
         self._tiers = HostTiers(self.allocator, pinned_limit)
         self._sync = bool(self.allocator.synchronous)
@@ -166,6 +170,7 @@ class CachingPool(MemoryPool):
         self._compactor = Compactor(self)
         self._spiller = Spiller(self)
         self.set_limit(limit)
+        self._core = _new_core(self)
         if idle_shrink_s is not None:
             IdleReaper.register(self, max(idle_shrink_s / 2, 0.05))
 
@@ -209,10 +214,8 @@ class CachingPool(MemoryPool):
             if self._deferred:
                 self._drain()
             quick = self._quick.get(size)
-            if quick is not None:
+            if quick:
                 block = quick.pop()  # a freed temporary of exactly this size, kept whole
-                if not quick:
-                    del self._quick[size]
                 c.quick_bytes -= size
                 c.quick_count -= 1
             else:
@@ -312,9 +315,7 @@ class CachingPool(MemoryPool):
     def _quick_keep(self, block: Block, size: int) -> None:
         """Put a freed block in the quick cache, merging back the oldest beyond ``quick_blocks``. Locked."""
         c = self.counters
-        self._quick_serial += 1
-        stamp = self._quick_serial
-        block.requested = -stamp  # negative while cached whole: not live, not in the free index
+        block.requested = -c.num_frees  # minus a stamp (frees so far), negative while cached whole
         quick = self._quick.get(size)
         if quick is None:
             quick = self._quick[size] = []
@@ -325,10 +326,7 @@ class CachingPool(MemoryPool):
             # The oldest waiting block (smallest stamp: ``requested`` is minus it) goes back; at most
             # quick_blocks + 1 wait, so the scan is short.
             old = max((b for lst in self._quick.values() for b in lst), key=lambda b: b.requested)
-            lst = self._quick[old.size]
-            lst.remove(old)
-            if not lst:
-                del self._quick[old.size]
+            self._quick[old.size].remove(old)
             c.quick_bytes -= old.size
             c.quick_count -= 1
             old.requested = 0
@@ -391,12 +389,12 @@ class CachingPool(MemoryPool):
         c = self.counters
         if not c.quick_bytes:
             return
-        quick, self._quick = self._quick, {}
+        waiting = [block for blocks in self._quick.values() for block in blocks]
+        self._quick.clear()  # in place: the C paths' core holds this dict
         c.quick_bytes = c.quick_count = 0
-        for blocks in quick.values():
-            for block in blocks:
-                block.requested = 0
-                self._release_block(block)
+        for block in waiting:
+            block.requested = 0
+            self._release_block(block)
 
     # ------------------------------------------------------------------ slow path
     def _capacity(self) -> int:
@@ -697,6 +695,14 @@ _new_counters: Callable[[], Counters] = Counters
 _new_lock: Callable[[], Any] = threading.Lock
 
 
+def _no_core(pool: CachingPool) -> Any:
+    return None
+
+
+#: Makes a pool's ``_core`` for the C paths (None: the pool runs the Python methods).
+_new_core: Callable[[CachingPool], Any] = _no_core
+
+
 def fast_paths_enabled() -> bool:
     """False when ``DSRT_FASTPATH`` says off: the C paths (this pool's and ``Device.launch``'s) are not
     installed and everything runs the Python reference. Read once, at import."""
@@ -717,11 +723,19 @@ def _install_fast_pool() -> bool:
         import dsrt.memory._fastpool as _fastpool
     except ImportError:
         return False
-    allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, _use_clock,
-                                                   python_allocate, QUICK_MAX, QUICK_AGE, ALIGNMENT)
-    global _new_counters, _new_lock
+    constants = (QUICK_MAX, QUICK_AGE, ALIGNMENT, SMALL_MAX, LARGE_ROUND, MIN_SPLIT, PROBES, SPARE_BLOCKS,
+                 SUBDIVISIONS.bit_length() - 1)
+    allocate, free, finalise = _fastpool.configure(CachingPool, Allocation, Block, Counters, Segment, FreeIndex,
+                                                   _use_clock, python_allocate, python_free, constants)
+
+    def new_core(pool: CachingPool) -> Any:
+        return _fastpool.PoolCore(pool._lock, pool.counters, pool.device, pool._default_stream, pool._deferred,
+                                  pool._quick, pool._small, pool._large, pool._sync)
+
+    global _new_counters, _new_lock, _new_core
     _new_counters = cast(Callable[[], Counters], _fastpool.Counters)
     _new_lock = _fastpool.Lock
+    _new_core = new_core
     setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
     setattr(CachingPool, "free", free)  # noqa: B010
     setattr(Allocation, "__del__", finalise)  # noqa: B010

@@ -149,7 +149,8 @@ def test_a_pool_with_python_counters_takes_the_python_paths() -> None:
 
     rt = dsrt.Runtime(plugins=["cpu"])
     pool = rt.device("cpu:0").pool
-    pool.counters = Counters()  # the C paths hand such a pool to the Python methods
+    pool.counters = Counters()
+    pool._core = None  # a pool without a core: the C paths hand everything to the Python methods
     keep = [pool.allocate(100) for _ in range(3)]
     block = keep[0].pool_data
     del keep[0]
