@@ -12,7 +12,7 @@ class Counters:
 class PoolCore:
     """The parts of a CachingPool its C paths use, made once by the pool."""
 
-    def __init__(self, lock: Lock, counters: Counters, device: Any, default_stream: Any, deferred: Any,
+    def __init__(self, lock: Any, counters: Any, device: Any, default_stream: Any, deferred: Any,
                  quick: dict[int, list[Any]], small: Any, large: Any, sync: bool) -> None: ...
 
 class Lock:
