@@ -19,6 +19,7 @@
 #include <structmember.h>
 #include "../_cslots.h"
 #include <string.h>
+#include <time.h>
 
 static PyTypeObject *allocation_type, *block_type, *index_type;
 static PyObject *use_clock, *python_allocate, *python_free, *free_descr;
@@ -33,7 +34,7 @@ static Py_ssize_t fi_bins, fi_nonempty, fi_count, fi_free_bytes, fi_spare;
 static Py_ssize_t al_device, al_exported, al_generation, al_handle, al_last_use, al_nbytes, al_offset, al_pool,
     al_pool_data, al_stream;
 
-static PyObject *k_quick_blocks, *k_acquire, *k_release, *k_append, *k_free_locked, *k_free, *k_stream,
+static PyObject *k_acquire, *k_release, *k_append, *k_free_locked, *k_free, *k_stream,
     *k_small, *k_large, *k_release_block, *small_zero;
 
 #define SLOT DSRT_SLOT
@@ -156,34 +157,61 @@ static int call_lock(PyObject *lock, PyObject *name, PyObject *arg, int *result)
 /* A lock for the pool (the twin of threading.Lock: acquire(blocking=True, timeout=-1), release(),
    locked(), a context manager) that the paths below take and drop without a method call. A
    blocking acquire that must wait releases the GIL, and a signal's handler runs while it waits
-   (KeyboardInterrupt interrupts it, as it does threading.Lock's). */
+   (KeyboardInterrupt interrupts it, as it does threading.Lock's).
+
+   With a GIL, every take and drop runs holding it, so the lock itself is the `locked` flag: taking a
+   free lock is one store, no system lock and no clock read (CPython's own non-blocking acquire reads
+   the monotonic clock, a quarter of this pool's uncontended cost). Only a thread that must wait
+   sleeps, on `wake`, a system lock kept held that a drop releases while anyone waits; a woken
+   thread re-checks the flag (another may have taken it first) and sleeps again if it must. */
 typedef struct {
     PyObject_HEAD
-    PyThread_type_lock lock;
+    PyThread_type_lock wake;
+    Py_ssize_t waiters;
     char locked;
 } LockObject;
 
 static PyTypeObject LockType;
 
+#ifdef Py_GIL_DISABLED
+#error "dsrt.memory._fastpool's lock relies on the GIL; build without it on a free-threaded interpreter"
+#endif
+
+static double monotonic_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static int lock_take(LockObject *self, int blocking, double timeout) {  /* 1 taken, 0 not, -1 error */
-    if (PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    if (!self->locked) {
         self->locked = 1;
         return 1;
     }
-    if (!blocking) return 0;
-    PY_TIMEOUT_T us = timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
+    if (!blocking || timeout == 0) return 0;
+    double deadline = timeout > 0 ? monotonic_s() + timeout : -1;
+    int rc;
+    self->waiters++;
     for (;;) {
+        PY_TIMEOUT_T us = -1;
+        if (deadline >= 0) {
+            double left = deadline - monotonic_s();
+            if (left <= 0) { rc = 0; break; }
+            us = (PY_TIMEOUT_T)(left * 1e6);
+        }
         PyLockStatus r;
         Py_BEGIN_ALLOW_THREADS
-        r = PyThread_acquire_lock_timed(self->lock, us, 1);
+        r = PyThread_acquire_lock_timed(self->wake, us, 1);
         Py_END_ALLOW_THREADS
-        if (r == PY_LOCK_INTR) {
-            if (Py_MakePendingCalls() < 0 || PyErr_CheckSignals() < 0) return -1;
-            continue;  /* (a finite timeout restarts: the pool never waits with one) */
+        if (r == PY_LOCK_INTR && (Py_MakePendingCalls() < 0 || PyErr_CheckSignals() < 0)) { rc = -1; break; }
+        if (!self->locked) {
+            self->locked = 1;
+            rc = 1;
+            break;
         }
-        if (r == PY_LOCK_ACQUIRED) self->locked = 1;
-        return r == PY_LOCK_ACQUIRED;
     }
+    self->waiters--;
+    return rc;
 }
 
 static int lock_drop(LockObject *self) {
@@ -192,7 +220,7 @@ static int lock_drop(LockObject *self) {
         return -1;
     }
     self->locked = 0;
-    PyThread_release_lock(self->lock);
+    if (self->waiters) PyThread_release_lock(self->wake);  /* wake one sleeper (extra wakes re-check) */
     return 0;
 }
 
@@ -221,19 +249,17 @@ static PyObject *lock_locked(LockObject *self, PyObject *unused) { return PyBool
 static PyObject *lock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     LockObject *self = (LockObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    if ((self->lock = PyThread_allocate_lock()) == NULL) {
+    if ((self->wake = PyThread_allocate_lock()) == NULL) {
         Py_DECREF(self);
         PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
         return NULL;
     }
+    PyThread_acquire_lock(self->wake, WAIT_LOCK);  /* held: a waiter sleeps until a drop releases it */
     return (PyObject *)self;
 }
 
 static void lock_dealloc(LockObject *self) {
-    if (self->lock != NULL) {
-        if (self->locked) PyThread_release_lock(self->lock);
-        PyThread_free_lock(self->lock);
-    }
+    if (self->wake != NULL) PyThread_free_lock(self->wake);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -289,7 +315,7 @@ typedef struct {
 } CoreObject;
 
 static PyTypeObject CoreType;
-static Py_ssize_t p_core;  /* offset of CachingPool's `_core` slot */
+static Py_ssize_t p_core, p_quick_blocks;  /* offsets of CachingPool's `_core` and `quick_blocks` slots */
 
 static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"lock", "counters", "device", "default_stream", "deferred", "quick", "small", "large",
@@ -406,7 +432,8 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
         dsrt_slot_offset(at, "last_use", &al_last_use) || dsrt_slot_offset(at, "nbytes", &al_nbytes) ||
         dsrt_slot_offset(at, "offset", &al_offset) || dsrt_slot_offset(at, "pool", &al_pool) ||
         dsrt_slot_offset(at, "pool_data", &al_pool_data) || dsrt_slot_offset(at, "stream", &al_stream) ||
-        dsrt_slot_offset((PyTypeObject *)pool_type, "_core", &p_core))
+        dsrt_slot_offset((PyTypeObject *)pool_type, "_core", &p_core) ||
+        dsrt_slot_offset((PyTypeObject *)pool_type, "quick_blocks", &p_quick_blocks))
         return NULL;
     allocation_type = at;
     block_type = bt;
@@ -720,7 +747,9 @@ static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t
     {
         long long *f = CNT(c), bsize = get_int(block, b_size);
         if (bsize == -1 && PyErr_Occurred()) goto done;
-        if (put(block, b_free, Py_NewRef(Py_False)) || put_int(block, b_requested, n) ||
+        /* `requested` and `nbytes` share the caller's int where it is the request itself */
+        PyObject *req = n == PyLong_AsSsize_t(args[0]) ? Py_NewRef(args[0]) : PyLong_FromSsize_t(n);
+        if (put(block, b_free, Py_NewRef(Py_False)) || put(block, b_requested, req) ||
             put_int(block, b_born, f[K_NUM_ALLOCS]))
             goto done;
         f[K_ALLOCATED] += bsize;
@@ -745,7 +774,7 @@ static PyObject *fast_allocate(PyObject *pool, PyObject *const *args, Py_ssize_t
     SLOT(alloc, al_device) = Py_NewRef(device);
     SLOT(alloc, al_handle) = Py_NewRef(SLOT(segment, s_handle_off));
     SLOT(alloc, al_offset) = Py_NewRef(SLOT(block, b_offset));
-    SLOT(alloc, al_nbytes) = PyLong_FromSsize_t(n);
+    SLOT(alloc, al_nbytes) = Py_NewRef(SLOT(block, b_requested));
     SLOT(alloc, al_pool) = Py_NewRef(pool);
     SLOT(alloc, al_stream) = Py_NewRef(stream);
     SLOT(alloc, al_generation) = Py_NewRef(small_zero);
@@ -894,12 +923,9 @@ out:
 static int free_locked(PyObject *pool, CoreObject *core, PyObject *alloc) {
     PyObject *block = SLOT(alloc, al_pool_data), *c = core->counters;
     if (block == NULL || Py_TYPE(block) != block_type || !core->sync) return 0;
-    PyObject *dict = PyObject_GenericGetDict(pool, NULL);  /* quick_blocks: a setting the user may change */
-    if (dict == NULL) return -1;
-    PyObject *blocks = PyDict_GetItemWithError(dict, k_quick_blocks);
-    long long limit = blocks != NULL ? PyLong_AsLongLong(blocks) : -1;
-    Py_DECREF(dict);
-    if (blocks == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *blocks = SLOT(pool, p_quick_blocks);  /* a setting the user may change */
+    if (blocks == NULL || !PyLong_Check(blocks)) return 0;
+    long long limit = PyLong_AsLongLong(blocks);
     long long size = get_int(block, b_size), born = get_int(block, b_born), breq = get_int(block, b_requested);
     if (PyErr_Occurred()) return -1;
     Py_INCREF(block);
@@ -993,7 +1019,6 @@ PyMODINIT_FUNC PyInit__fastpool(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
-    INTERN(k_quick_blocks, "quick_blocks");
     INTERN(k_acquire, "acquire");
     INTERN(k_release, "release");
     INTERN(k_append, "append");

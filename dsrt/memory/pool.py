@@ -105,7 +105,7 @@ class CachingPool(MemoryPool):
     # The C paths' handle on this pool (a dsrt.memory._fastpool.PoolCore holding the lock, counters,
     # device, default stream, deferred queue, quick cache and both indexes), None where they are not
     # built. Those attributes are made once here and never rebound (the core holds them).
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "quick_blocks")
 
     # Counter views (read-only): the counters live in ``self.counters`` (see dsrt.memory.stats).
     allocated = counter[int]("allocated")

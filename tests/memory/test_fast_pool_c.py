@@ -194,3 +194,39 @@ def test_c_lock_is_a_lock() -> None:
     waiter.join(10)
     assert waiter_got == [True] and lock.locked()
     lock.release()
+
+
+def test_c_lock_hands_over_between_sleeping_holders() -> None:
+    """Holders that give up the GIL while holding the lock (time.sleep) force every other thread to
+    sleep on it: each wakes, finds it free or taken again, and the count still comes out exact."""
+    if not pool_module.FAST_POOL:
+        pytest.skip("dsrt.memory._fastpool not built or DSRT_FASTPATH=off")
+    import threading
+    import time
+
+    from dsrt.memory import _fastpool
+
+    lock = _fastpool.Lock()
+    inside = [0]
+    most = [0]
+    total = [0]
+
+    def work() -> None:
+        for _ in range(200):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                time.sleep(0)  # let the others run (and block) while this one holds the lock
+                total[0] += 1
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert total[0] == 1200 and most[0] == 1 and not lock.locked()
+    start = time.monotonic()
+    lock.acquire()
+    assert not lock.acquire(timeout=0.05) and time.monotonic() - start >= 0.05
+    lock.release()
