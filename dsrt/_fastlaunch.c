@@ -82,15 +82,16 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
     return PyDescr_NewMethod((PyTypeObject *)device_type, &launch_def);
 }
 
-/* Stamp `alloc.last_use` with the next tick of the shared clock. 0 on success. */
-static inline int stamp(PyObject *alloc) {
+/* The next tick of the shared use clock (new reference), or NULL with an error set. */
+static inline PyObject *next_tick(void) {
     PyObject *tick = PyIter_Next(use_clock);
-    if (tick == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "dsrt: the use clock stopped");
-        return -1;
-    }
-    set_slot(alloc, al_last_use, tick);
-    return 0;
+    if (tick == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "dsrt: the use clock stopped");
+    return tick;
+}
+
+/* Stamp `alloc.last_use` with `tick` (borrowed: items used together share one tick). */
+static inline void stamp(PyObject *alloc, PyObject *tick) {
+    set_slot(alloc, al_last_use, Py_NewRef(tick));
 }
 
 /* The cache key of a launch, exactly as the Python launch builds it (the cache is shared); NULL
@@ -157,6 +158,8 @@ static int hold(PyObject *pool, PyObject *held) {
     }
     if (fast) {
         Py_ssize_t m = PyTuple_GET_SIZE(held);
+        PyObject *tick = next_tick();
+        if (tick == NULL) return -1;
         for (Py_ssize_t i = 0; i < m; i++) {
             PyObject *alloc = SLOT(PyTuple_GET_ITEM(held, i), a_allocation);
             if (alloc == NULL || Py_TYPE(alloc) != allocation_type || SLOT(alloc, al_handle) == NULL ||
@@ -164,8 +167,9 @@ static int hold(PyObject *pool, PyObject *held) {
                 fast = 0;
                 break;
             }
-            if (stamp(alloc) < 0) return -1;
+            stamp(alloc, tick);
         }
+        Py_DECREF(tick);
     }
     if (!fast) {
         PyObject *hargs[2] = {pool, held};
@@ -319,8 +323,10 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
         bound = Py_NewRef(PyTuple_GET_ITEM(entry, 2));
     }
     if (out == NULL) {
-        for (Py_ssize_t i = 0; i < n; i++)  /* most recently used: allocating spills others first */
-            if (stamp(SLOT(inputs[i], a_allocation)) < 0) goto done;
+        PyObject *tick = next_tick();  /* most recently used: allocating spills others first */
+        if (tick == NULL) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) stamp(SLOT(inputs[i], a_allocation), tick);
+        Py_DECREF(tick);
         PyObject *margs[3] = {pool, PyTuple_GET_ITEM(entry, 3), s};
         PyObject *alloc = PyObject_VectorcallMethod(s_allocate, margs, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (alloc == NULL) goto done;

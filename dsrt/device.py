@@ -697,9 +697,9 @@ class Device:
         pool = self._pool if self._pool is not None else self.pool
         if out is None:
             fresh = True
-            clock = _use_clock
+            tick = next(_use_clock)  # one tick for all: they are used together
             for a in inputs:  # most recently used: allocating the output spills others first
-                a.allocation.last_use = next(clock)
+                a.allocation.last_use = tick
             out = _fresh_array(self, entry[0], entry[1], pool.allocate(entry[3], s), entry[4])
         else:
             fresh = False

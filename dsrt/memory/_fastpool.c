@@ -979,6 +979,30 @@ done:
     return result;
 }
 
+/* Allocation's tp_finalize: __del__ without looking it up and calling it (the slot CPython installs
+   for a Python __del__ does both). Keeps the exception being handled, as finalisers must. */
+static void alloc_finalize(PyObject *alloc) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *r = fast_del(alloc, NULL);
+    if (r == NULL) PyErr_WriteUnraisable(alloc);
+    else Py_DECREF(r);
+    PyErr_Restore(et, ev, tb);
+}
+
+static PyObject *install_finalizer(PyObject *mod, PyObject *unused) {
+    if (allocation_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dsrt.memory._fastpool: configure first");
+        return NULL;
+    }
+    /* Only while Allocation.__del__ is this module's: assigning __del__ again puts CPython's slot back. */
+    PyObject *d = PyDict_GetItemString(allocation_type->tp_dict, "__del__");
+    if (d == NULL || Py_TYPE(d) != &PyMethodDescr_Type || ((PyMethodDescrObject *)d)->d_method != &del_def)
+        Py_RETURN_FALSE;
+    allocation_type->tp_finalize = alloc_finalize;
+    Py_RETURN_TRUE;
+}
+
 /* Allocation.__del__ */
 static PyObject *fast_del(PyObject *alloc, PyObject *unused) {
     if (Py_TYPE(alloc) != allocation_type && !PyObject_TypeCheck(alloc, allocation_type)) Py_RETURN_NONE;
@@ -1007,6 +1031,8 @@ static PyMethodDef module_methods[] = {
      "configure(CachingPool, Allocation, Block, Counters, Segment, FreeIndex, use_clock, python_allocate, python_free,"
      " (QUICK_MAX, QUICK_AGE, ALIGNMENT, SMALL_MAX, LARGE_ROUND, MIN_SPLIT, PROBES, SPARE_BLOCKS, log2(SUBDIVISIONS)))"
      " -> (allocate, free, __del__) method descriptors"},
+    {"install_finalizer", install_finalizer, METH_NOARGS,
+     "install_finalizer() -> bool: make Allocation's finaliser call the C __del__ directly (once it is installed)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -560,22 +560,24 @@ class CachingPool(MemoryPool):
             # and takes the locked path below, which waits for it. The one thing left to do is
             # fetching spilled items (``handle is None``), which needs the lock too. Frees queued
             # in ``_deferred`` wait for the next locked operation (they move nothing).
+            tick = next(clock)  # one tick for all the items: they are used together
             for item in items:
                 alloc = getattr(item, "allocation", item)
                 if alloc.handle is None and alloc.pool is self:
                     break
-                alloc.last_use = next(clock)
+                alloc.last_use = tick
             else:
                 return
         with self._lock:
             if self._deferred:
                 self._drain()
+            tick = next(clock)
             for item in items:
                 alloc = getattr(item, "allocation", item)
                 if alloc.pool is self:
                     if alloc.handle is None:
                         self._fetch_locked(alloc)
-                    alloc.last_use = next(clock)
+                    alloc.last_use = tick
 
     def _fetch_locked(self, alloc: Allocation) -> None:
         """:meth:`fetch` with the lock held (``_moving`` set while the bytes come back)."""
@@ -739,6 +741,7 @@ def _install_fast_pool() -> bool:
     setattr(CachingPool, "allocate", allocate)  # noqa: B010 - mypy keeps the Python signatures
     setattr(CachingPool, "free", free)  # noqa: B010
     setattr(Allocation, "__del__", finalise)  # noqa: B010
+    _fastpool.install_finalizer()
     return True
 
 

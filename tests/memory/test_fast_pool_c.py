@@ -21,6 +21,9 @@ def test_the_extension_is_built_and_installed() -> None:
     assert pool_module.FAST_POOL, "dsrt.memory._fastpool was not built (pip install -e . builds it; needs a C compiler)"
     assert CachingPool.allocate is not pool_module.python_allocate
     assert Allocation.__del__ is not pool_module.python_finalise
+    from dsrt.memory import _fastpool
+
+    assert _fastpool.install_finalizer()  # the C finaliser is in place (and installing it again is harmless)
 
 
 def _trace(seed: int, steps: int = 3000) -> list[tuple[str, int]]:
