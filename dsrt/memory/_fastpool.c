@@ -416,6 +416,18 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "dsrt.memory._fastpool: Counters no longer matches stats.Counters.__slots__");
         return NULL;
     }
+    /* new_block sets every slot of a Block: a slot added in Python must be added there too. */
+    PyObject *bslots = PyObject_GetAttrString(block, "__slots__");
+    PyObject *bexpect = Py_BuildValue("(sssssssssss)", "alloc_ref", "born", "free", "host_view", "next", "offset",
+                                      "pending", "prev", "requested", "segment", "size");
+    PyObject *bhave = bslots != NULL ? PySequence_Tuple(bslots) : NULL;
+    int bsame = bhave != NULL && bexpect != NULL ? PyObject_RichCompareBool(bhave, bexpect, Py_EQ) : -1;
+    Py_XDECREF(bslots); Py_XDECREF(bexpect); Py_XDECREF(bhave);
+    if (bsame < 0) return NULL;
+    if (!bsame) {
+        PyErr_SetString(PyExc_TypeError, "dsrt.memory._fastpool: Block.__slots__ changed; update new_block");
+        return NULL;
+    }
     if (dsrt_slot_offset(bt, "alloc_ref", &b_alloc_ref) || dsrt_slot_offset(bt, "born", &b_born) ||
         dsrt_slot_offset(bt, "free", &b_free) || dsrt_slot_offset(bt, "requested", &b_requested) ||
         dsrt_slot_offset(bt, "segment", &b_segment) || dsrt_slot_offset(bt, "size", &b_size) ||
@@ -571,6 +583,27 @@ static int index_recycle(PyObject *index, PyObject *block) {  /* FreeIndex.recyc
     return PyList_Append(spare, block);
 }
 
+/* Block(segment, offset, size): a free block with no neighbours, exactly as Block.__init__ makes it
+   (without running it: the allocation path of a growing pool makes one per request). */
+static PyObject *new_block(PyObject *segment, PyObject *offset, long long size) {
+    PyObject *size_obj = PyLong_FromLongLong(size);
+    if (size_obj == NULL) return NULL;
+    PyObject *b = block_type->tp_alloc(block_type, 0);
+    if (b == NULL) { Py_DECREF(size_obj); return NULL; }
+    SLOT(b, b_segment) = Py_NewRef(segment);
+    SLOT(b, b_offset) = Py_NewRef(offset);
+    SLOT(b, b_size) = size_obj;
+    SLOT(b, b_prev) = Py_NewRef(Py_None);
+    SLOT(b, b_next) = Py_NewRef(Py_None);
+    SLOT(b, b_free) = Py_NewRef(Py_True);
+    SLOT(b, b_pending) = Py_NewRef(Py_None);
+    SLOT(b, b_alloc_ref) = Py_NewRef(Py_None);
+    SLOT(b, b_requested) = Py_NewRef(small_zero);
+    SLOT(b, b_born) = Py_NewRef(small_zero);
+    SLOT(b, b_host_view) = Py_NewRef(Py_None);
+    return b;
+}
+
 /* fit(index, size, stream, split=True) for a request of `size` bytes (rounded): 1 with *out a new
    reference to the live block (out of the index, nothing pending), 0 where the Python allocate must
    decide (no block fits, or a candidate has stream events pending, whose usability only Python's
@@ -638,13 +671,8 @@ static int index_fit(PyObject *index, long long size, PyObject **out) {
                 put(live, b_offset, Py_NewRef(offset)) || put_int(live, b_size, size) ||
                 put(live, b_pending, Py_NewRef(Py_None)))
                 goto out;
-        } else {
-            PyObject *size_obj = PyLong_FromLongLong(size);
-            if (size_obj == NULL) goto out;
-            PyObject *bargs[3] = {segment, offset, size_obj};
-            live = PyObject_Vectorcall((PyObject *)block_type, bargs, 3, NULL);
-            Py_DECREF(size_obj);
-            if (live == NULL) goto out;
+        } else if ((live = new_block(segment, offset, size)) == NULL) {
+            goto out;
         }
         PyObject *prev = SLOT(best, b_prev);
         if (prev == NULL) { PyErr_SetString(PyExc_TypeError, "dsrt.memory._fastpool: a block without links"); goto out; }
