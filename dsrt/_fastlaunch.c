@@ -28,7 +28,9 @@ static PyObject *keyed_types;      /* frozenset of parameter types keyed by valu
 /* Byte offsets of slots, read from the classes' member descriptors. */
 static Py_ssize_t a_device, a_shape, a_dtype, a_strides, a_allocation, a_byte_offset, a_native, a_native_gen;
 static Py_ssize_t al_handle, al_last_use, al_offset, al_pool_data, al_generation, b_host_view;
-static PyTypeObject *allocation_type, *block_type;
+static PyTypeObject *allocation_type, *block_type, *caching_pool_type;
+static Py_ssize_t cp_moving;  /* offset of CachingPool's `_moving` slot */
+static int caching_lock_free;  /* CachingPool.lock_free_hold (a class-level constant) */
 
 static PyObject *s_signatures, *s_pool, *s_default_stream, *s_tracer, *s_launch_observer, *s_allocate, *s_hold,
     *s_lock_free_hold, *s_moving, *s_out, *s_stream, *small_zero, *small_minus_one;
@@ -50,16 +52,24 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
 static PyMethodDef launch_def = {"launch", NULL, METH_FASTCALL | METH_KEYWORDS, NULL};
 
 static PyObject *configure(PyObject *mod, PyObject *args) {
-    PyObject *arr, *alloc, *device_type, *block;
+    PyObject *arr, *alloc, *device_type, *block, *caching;
     const char *doc;
     if (array_type != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "dsrt._fastlaunch is configured once per process");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OO!OOO!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
-                          &alloc, &PyType_Type, &block, &PyDict_Type, &in_use, &use_clock, &PyDict_Type,
-                          &device_globals, &slow_launch, &launch_failed, &PyFrozenSet_Type, &keyed_types, &doc))
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO!OOO!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
+                          &alloc, &PyType_Type, &block, &PyType_Type, &caching, &PyDict_Type, &in_use, &use_clock,
+                          &PyDict_Type, &device_globals, &slow_launch, &launch_failed, &PyFrozenSet_Type, &keyed_types,
+                          &doc))
         return NULL;
+    PyObject *lock_free = PyObject_GetAttrString(caching, "lock_free_hold");
+    if (lock_free == NULL) return NULL;
+    caching_lock_free = PyObject_IsTrue(lock_free);
+    Py_DECREF(lock_free);
+    if (caching_lock_free < 0 || dsrt_slot_offset((PyTypeObject *)caching, "_moving", &cp_moving)) return NULL;
+    caching_pool_type = (PyTypeObject *)caching;
+    Py_INCREF(caching);
     block_type = (PyTypeObject *)block;
     Py_INCREF(block);
     array_type = (PyTypeObject *)arr;
@@ -145,8 +155,12 @@ static PyObject *signature(PyObject *kernel, PyObject *const *inputs, Py_ssize_t
    listing; stamp last_use), or the pool's own hold where an operand is spilled or a move is under
    way. 0 on success. */
 static int hold(PyObject *pool, PyObject *held) {
-    PyObject *pool_dict = PyObject_GenericGetDict(pool, NULL);
     int fast = 0;
+    if (Py_TYPE(pool) == caching_pool_type) {  /* its barrier state is a slot, its lock_free_hold a constant */
+        fast = caching_lock_free && SLOT(pool, cp_moving) == Py_False;
+        goto listed;
+    }
+    PyObject *pool_dict = PyObject_GenericGetDict(pool, NULL);
     if (pool_dict == NULL) {
         PyErr_Clear();
     } else {
@@ -156,6 +170,7 @@ static int hold(PyObject *pool, PyObject *held) {
         Py_DECREF(pool_dict);
         if (PyErr_Occurred()) return -1;
     }
+listed:
     if (fast) {
         Py_ssize_t m = PyTuple_GET_SIZE(held);
         PyObject *tick = next_tick();
@@ -358,7 +373,8 @@ python:
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(Device, Array, Allocation, Block, IN_USE, use_clock, dsrt.device globals, python_launch, launch_failed,"
+     "configure(Device, Array, Allocation, Block, CachingPool, IN_USE, use_clock, dsrt.device globals, python_launch,"
+     " launch_failed,"
      " keyed_types, doc) -> the method descriptor to install as Device.launch"},
     {NULL, NULL, 0, NULL},
 };

@@ -8,6 +8,7 @@ def configure(
     array_type: type,
     allocation_type: type,
     block_type: type,
+    caching_pool_type: type,
     in_use: dict[int, Any],
     use_clock: Any,
     device_globals: dict[str, Any],

@@ -975,9 +975,10 @@ def _install_fast_launch() -> bool:
     from .array import Array
     from .memory import Allocation
     from .memory.blocks import Block
+    from .memory.pool import CachingPool
 
-    descriptor = _fastlaunch.configure(Device, Array, Allocation, Block, IN_USE, _use_clock, globals(), python_launch,
-                                       _raise_launch_error, _KEYED, python_launch.__doc__ or "")
+    descriptor = _fastlaunch.configure(Device, Array, Allocation, Block, CachingPool, IN_USE, _use_clock, globals(),
+                                       python_launch, _raise_launch_error, _KEYED, python_launch.__doc__ or "")
     setattr(Device, "launch", descriptor)  # noqa: B010 - mypy keeps the Python signature
     return True
 

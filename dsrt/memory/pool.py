@@ -105,7 +105,10 @@ class CachingPool(MemoryPool):
     # The C paths' handle on this pool (a dsrt.memory._fastpool.PoolCore holding the lock, counters,
     # device, default stream, deferred queue, quick cache and both indexes), None where they are not
     # built. Those attributes are made once here and never rebound (the core holds them).
-    __slots__ = ("_core", "quick_blocks")
+    __slots__ = ("_core", "_moving", "quick_blocks")
+    #: The lock-free barrier of :meth:`hold` is sound under the GIL only (a class-level declaration:
+    #: the C launch path reads it from the class).
+    lock_free_hold = _GIL
 
     # Counter views (read-only): the counters live in ``self.counters`` (see dsrt.memory.stats).
     allocated = counter[int]("allocated")
@@ -144,7 +147,6 @@ class CachingPool(MemoryPool):
         compact_ratio: float | None = 1.05,
     ) -> None:
         super().__init__(device)
-        self.lock_free_hold = _GIL
         self._lock = _new_lock()
         # True while this pool moves live bytes (compaction, spilling, fetching), set and cleared
         # under the lock; read without it by ``hold`` (see there for why that is safe).
