@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dsrt
 import dsrt.memory.pool as pool_module
@@ -233,3 +235,59 @@ def test_c_lock_hands_over_between_sleeping_holders() -> None:
     lock.acquire()
     assert not lock.acquire(timeout=0.05) and time.monotonic() - start >= 0.05
     lock.release()
+
+
+_CPU: list[object] = []
+
+
+def _shared_cpu() -> object:
+    """One CPU device for every example (a pool of its own each time)."""
+    if not _CPU:
+        _CPU.append(dsrt.Runtime(plugins=["cpu"]).device("cpu:0"))
+    return _CPU[0]
+
+
+def _state(pool: CachingPool) -> tuple[object, ...]:
+    """Everything the C and Python paths must agree on: every block of every segment, both free
+    indexes (bins, flags, totals, spares) and the quick cache, and the counters."""
+    layout = [{k: v for k, v in seg.items() if k != "blocks"} | {
+        "blocks": [{k: v for k, v in blk.items() if k != "last_use"} for blk in seg["blocks"]]}
+        for seg in pool.snapshot()]
+    indexes = [(ix.free_bytes, ix.count, bytes(ix.nonempty), len(ix.spare),
+                sorted((b, sorted((blk.offset, blk.size, blk.segment.serial) for blk in bucket))
+                       for b, bucket in ix.bins.items()))
+               for ix in (pool._small, pool._large)]
+    quick = sorted((size, [(blk.offset, blk.segment.serial) for blk in lst]) for size, lst in pool._quick.items() if lst)
+    counters = {k: v for k, v in pool.stats().items() if isinstance(v, (int, float)) and "time" not in k}
+    return layout, indexes, quick, counters
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.one_of(st.integers(0, 4096), st.integers(0, 1 << 20)),
+                          st.integers(1, 3 << 20), st.integers(0, 63)), min_size=1, max_size=150))
+def test_any_trace_leaves_the_c_and_python_pools_identical(steps: list[tuple[bool, int, int, int]]) -> None:
+    """Hypothesis: allocations of small and large sizes (and requests of exactly a freed block's size,
+    the quick cache's case) interleaved with frees in any order leave the pool in the same state,
+    block for block, whichever paths ran them."""
+    if not pool_module.FAST_POOL:
+        pytest.skip("dsrt.memory._fastpool not built or DSRT_FASTPATH=off")
+    states = []
+    device = _shared_cpu()
+    for allocate, free in ((CachingPool.allocate, CachingPool.free),
+                           (pool_module.python_allocate, pool_module.python_free)):
+        pool = CachingPool(device, idle_shrink_s=None)
+        live: list[Allocation] = []
+        for is_free, small, large, pick in steps:
+            if is_free and live:
+                a = live.pop(pick % len(live))
+                a.pool = None
+                free(pool, a)
+            else:
+                live.append(allocate(pool, small if pick % 4 else large))
+        states.append(_state(pool))
+        for a in live:
+            a.pool = None
+            free(pool, a)
+        states.append(_state(pool))
+    assert states[0] == states[2]  # after the trace
+    assert states[1] == states[3]  # and once everything is freed
