@@ -15,7 +15,8 @@ with a reason) when the example packages are not installed.
 Against PyTorch (CPU), in the same process, rounds interleaved (``torch_peers``): ``cpu:0``'s
 ``Device.launch`` of ``add`` on 8 float32 letting dsrt allocate the output, over ``torch.add(ta,
 tb)`` (``alloc_launch_vs_torch``), and with ``out=`` over ``torch.add(ta, tb, out=to)``
-(``launch_vs_torch_out``), targets <= 1.0; beside them ``gemm`` with ``alpha`` on 16x16 float32,
+(``launch_vs_torch_out``), targets <= 1.0 (``*_paired``: the median of each round's own ratio);
+beside them ``gemm`` with ``alpha`` on 16x16 float32,
 allocating, over ``torch.addmm(c, a, b, beta=0, alpha=...)`` (``gemm_alpha_vs_torch``), and
 ``numpy.add(out=)``. Ratios are of medians over batches; ``*_us`` give the minimum and the median
 (microseconds per call). ``torch: null`` with a reason when torch is not installed.
@@ -99,6 +100,11 @@ def torch_peers(device: Any, *, calls: int, rounds: int = 7) -> dict[str, Any]:
     out["alloc_launch_vs_torch"] = round(med["dsrt_alloc"] / med["torch_alloc"], 3)
     out["launch_vs_torch_out"] = round(med["dsrt_out"] / med["torch_out"], 3)
     out["gemm_alpha_vs_torch"] = round(med["dsrt_gemm_alpha"] / med["torch_gemm_alpha"], 3)
+    # Each round's own ratio (its two figures measured moments apart), then their median: the figure
+    # least moved by a shared machine's slow spells.
+    for mine, theirs, name in (("dsrt_alloc", "torch_alloc", "alloc_launch_vs_torch_paired"),
+                               ("dsrt_out", "torch_out", "launch_vs_torch_out_paired")):
+        out[name] = round(statistics.median(d / t for d, t in zip(times[mine], times[theirs], strict=True)), 3)
     out["alloc_launch_vs_torch_min"] = round(min(times["dsrt_alloc"]) / min(times["torch_alloc"]), 3)
     out["launch_vs_torch_out_min"] = round(min(times["dsrt_out"]) / min(times["torch_out"]), 3)
     out["torch_target_ratio"] = 1.0
