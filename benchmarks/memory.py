@@ -3,6 +3,7 @@
 
     python benchmarks/memory.py --json            # full run (about 20 seconds on 2 cores)
     python benchmarks/memory.py --json --quick    # smaller traces, for a smoke test
+    python benchmarks/memory.py --json --fault-check   # also: which slow allocations were misses or page faults
 
 Traces: (1) ``lognormal_<N>``: N live blocks of lognormal sizes (median 4 KiB), then random
 free-and-replace; (2) ``bad_order``: eight 16 MiB blocks, free them, four 32 MiB blocks, repeated;
@@ -305,11 +306,51 @@ def traces(quick: bool) -> Iterator[tuple[str, Trace]]:
     yield "transformer", transformer_trace(3 if quick else 200, 12, seed=1)
 
 
+def fault_check(trace: Trace, device: Any, slow_us: float = TARGET_P99_US) -> dict[str, Any]:
+    """Why allocations of ``trace`` are slow: one untimed-by-the-figures replay that reads the
+    process's minor page faults (``getrusage``) around every allocation. Reports how many took more
+    than ``slow_us`` microseconds, how many of those were pool misses (a new segment, compaction), and
+    how many of the rest touched fresh memory (a page fault: the interpreter's heap growing)."""
+    import resource
+
+    pool = CachingPool(device, idle_shrink_s=None)
+    usage, who, clock = resource.getrusage, resource.RUSAGE_SELF, time.perf_counter_ns
+    live: dict[int, Any] = {}
+    slow = slow_miss = slow_fault = faulted = allocs = 0
+    gc.collect()
+    gc.disable()
+    try:
+        for op, key, n in trace:
+            if op != "a":
+                del live[key]
+                continue
+            misses, faults = pool.cache_misses, usage(who).ru_minflt
+            t0 = clock()
+            live[key] = pool.allocate(n)
+            dt = clock() - t0
+            fault = usage(who).ru_minflt > faults
+            allocs += 1
+            faulted += fault
+            if dt > slow_us * 1e3:
+                slow += 1
+                if pool.cache_misses > misses:
+                    slow_miss += 1
+                elif fault:
+                    slow_fault += 1
+    finally:
+        gc.enable()
+    return {"allocations": allocs, "with_page_fault": faulted, f"over_{slow_us:g}_us": slow,
+            "of_which_misses": slow_miss, "of_which_page_faults": slow_fault,
+            "of_which_neither": slow - slow_miss - slow_fault}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="one line of JSON")
     parser.add_argument("--quick", action="store_true", help="smaller traces")
     parser.add_argument("--repeats", type=int, default=5, help="replays per allocator; medians are printed")
+    parser.add_argument("--fault-check", action="store_true",
+                        help="also say which slow allocations of the largest lognormal trace were misses or page faults")
     parser.add_argument("--seed-sweep", type=int, default=0, metavar="N",
                         help="also give reserved/requested over N seeds of the 1k and 10k lognormal traces")
     args = parser.parse_args()
@@ -323,6 +364,9 @@ def main() -> None:
         "traces": {name: run_trace(trace, device, max(args.repeats, 1)) for name, trace in traces(args.quick)},
     }
     result["meets_targets"] = all(t["dsrt"]["meets_target"] for t in result["traces"].values())
+    if args.fault_check:
+        name, trace = [(n, t) for n, t in traces(args.quick) if n.startswith("lognormal")][-1]
+        result["fault_check"] = {"trace": name, **fault_check(trace, device)}
     if args.seed_sweep:
         result["reserved_over_requested_over_seeds"] = seed_sweep(args.seed_sweep, device)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
