@@ -140,8 +140,24 @@ static inline long long get_int(PyObject *obj, Py_ssize_t off) {
     return PyLong_AsLongLong(v);
 }
 
+/* Byte sizes and offsets the paths below store are multiples of 256 (ALIGNMENT) and, in small
+   segments, at most 2 MiB: one shared int object per such value, made on first use, keeps a pool of
+   many blocks from allocating (and first touching) a fresh int for each. */
+#define SHARED_STEP 256
+#define SHARED_COUNT ((2 << 20) / SHARED_STEP + 1)
+static PyObject *shared_ints[SHARED_COUNT];
+
+static inline PyObject *int_of(long long value) {  /* new reference, or NULL with an error set */
+    if (value >= 0 && value % SHARED_STEP == 0 && value / SHARED_STEP < SHARED_COUNT) {
+        PyObject **slot = &shared_ints[value / SHARED_STEP];
+        if (*slot == NULL && (*slot = PyLong_FromLongLong(value)) == NULL) return NULL;
+        return Py_NewRef(*slot);
+    }
+    return PyLong_FromLongLong(value);
+}
+
 static inline int put_int(PyObject *obj, Py_ssize_t off, long long value) {
-    return put(obj, off, PyLong_FromLongLong(value));
+    return put(obj, off, int_of(value));
 }
 
 static int call_lock(PyObject *lock, PyObject *name, PyObject *arg, int *result) {
@@ -586,7 +602,7 @@ static int index_recycle(PyObject *index, PyObject *block) {  /* FreeIndex.recyc
 /* Block(segment, offset, size): a free block with no neighbours, exactly as Block.__init__ makes it
    (without running it: the allocation path of a growing pool makes one per request). */
 static PyObject *new_block(PyObject *segment, PyObject *offset, long long size) {
-    PyObject *size_obj = PyLong_FromLongLong(size);
+    PyObject *size_obj = int_of(size);
     if (size_obj == NULL) return NULL;
     PyObject *b = block_type->tp_alloc(block_type, 0);
     if (b == NULL) { Py_DECREF(size_obj); return NULL; }
@@ -715,7 +731,7 @@ static inline PyObject *python_fallback(PyObject *pool, PyObject *const *args, P
 /* Pop a block of exactly `size` bytes from the quick cache: 1 with *out a new reference, 0 none. (A
    size's list stays in the dict when it empties: the next free of that size reuses it.) */
 static int quick_pop(PyObject *quick, Py_ssize_t size, PyObject *c, PyObject **out) {
-    PyObject *size_key = PyLong_FromSsize_t(size);
+    PyObject *size_key = int_of(size);
     if (size_key == NULL) return -1;
     PyObject *lst = PyDict_GetItemWithError(quick, size_key);
     Py_DECREF(size_key);
@@ -889,7 +905,7 @@ out:
    pool's free count, merging the oldest waiting blocks back beyond `limit` (quick_blocks). */
 static int quick_keep(PyObject *pool, CoreObject *core, PyObject *block, long long size, long long limit) {
     PyObject *quick = core->quick, *c = core->counters;
-    PyObject *size_key = PyLong_FromLongLong(size);
+    PyObject *size_key = int_of(size);
     int rc = -1;
     if (size_key == NULL) goto out;
     if (put_int(block, b_requested, -CNT(c)[K_NUM_FREES])) goto out;  /* negative while cached whole */
