@@ -148,3 +148,29 @@ def test_to_by_id_resolves_in_the_arrays_own_runtime(cpu):
     a = other.asarray(np.arange(3, dtype=np.float32), device="cpu:0")
     assert a.to("cpu:0") is a  # its own runtime's cpu:0, not the default runtime's
     assert a.device is not cpu
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize("alpha", [1, 2.0, 0.3, np.float64(0.1)])
+def test_cpu_gemm_scales_exactly_as_numpy_does(cpu, dtype, alpha):
+    """The CPU gemm's np.dot path and its cached alpha give numpy's own matmul-then-scale bits,
+    transposes included (a numpy float64 alpha keeps its precision: no cached cast)."""
+    rng = np.random.default_rng(7)
+    for m, k, n, trans_b in ((16, 16, 16, False), (3, 5, 7, True), (33, 9, 1, False)):
+        ha = (rng.standard_normal((m, k)) + 0.5).astype(dtype)
+        hb = (rng.standard_normal((n, k) if trans_b else (k, n)) - 0.25).astype(dtype)
+        got = cpu.launch("gemm", cpu.asarray(ha), cpu.asarray(hb), alpha=alpha, trans_b=trans_b).numpy()
+        want = np.matmul(ha, hb.T if trans_b else hb)
+        if alpha != 1:
+            np.multiply(want, alpha, out=want, casting="unsafe")
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cpu_matmul_into_falls_back_where_dot_refuses_the_output():
+    from dsrt_cpu.kernels import _matmul_into
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.arange(8, dtype=np.float32).reshape(4, 2)
+    strided = np.zeros((2, 3), np.float32).T  # not C-contiguous: np.dot refuses it
+    _matmul_into(a, b, strided)
+    np.testing.assert_array_equal(strided, a @ b)

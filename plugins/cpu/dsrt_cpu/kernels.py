@@ -73,6 +73,36 @@ def _ufunc(name: str, fn: Callable[..., Any]) -> KernelImpl:
     return binary
 
 
+_SCALARS: dict[tuple[Any, np.dtype], np.ndarray] = {}
+
+
+def _scalar_of(value: Any, dtype: np.dtype) -> np.ndarray:
+    """``value`` as a read-only 0-d array of the floating or complex ``dtype``, cached: numpy
+    converts a Python scalar on every call, which costs more than a small product's scaling."""
+    key = (value, dtype)
+    s = _SCALARS.get(key)
+    if s is None:
+        if len(_SCALARS) >= 256:
+            _SCALARS.clear()
+        s = np.array(value, dtype)
+        s.flags.writeable = False
+        _SCALARS[key] = s
+    return s
+
+
+def _matmul_into(av: np.ndarray, bv: np.ndarray, o: np.ndarray) -> None:
+    """``o[...] = av @ bv``. Two matrices go through ``np.dot``, whose call costs about 60% of
+    ``np.matmul``'s on small operands (same BLAS routine); it refuses an ``out`` that is not
+    C-contiguous or not of the product's dtype, and then ``np.matmul`` does it."""
+    if av.ndim == 2 and bv.ndim == 2:
+        try:
+            np.dot(av, bv, out=o)
+            return
+        except ValueError:
+            pass
+    np.matmul(av, bv, out=o)
+
+
 def _gemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
     a = inputs[0]
     if dt.is_low_precision(a.dtype):
@@ -88,9 +118,14 @@ def _gemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream
         np.multiply(prod, alpha, out=o, casting="unsafe")
         o += (beta * c).astype(o.dtype, copy=False)
         return
-    np.matmul(av, bv, out=o)
+    _matmul_into(av, bv, o)
     if alpha != 1:
-        np.multiply(o, alpha, out=o, casting="unsafe")
+        # A Python int or float is a weak scalar: numpy converts it to o's dtype, as the cached
+        # 0-d array is. Integer outputs scale in float64 and truncate, numpy scalars keep their own
+        # precision: those keep numpy's rule.
+        weak = type(alpha) is float or type(alpha) is int
+        scale = _scalar_of(alpha, o.dtype) if weak and o.dtype.kind in "fc" else alpha
+        np.multiply(o, scale, out=o, casting="unsafe")
 
 
 def _qgemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream: Stream) -> None:
