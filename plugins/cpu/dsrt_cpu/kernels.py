@@ -121,8 +121,7 @@ def _gemm(inputs: Sequence[Array], out: Array, params: Mapping[str, Any], stream
     _matmul_into(av, bv, o)
     if alpha != 1:
         # A Python int or float is a weak scalar: numpy converts it to o's dtype, as the cached
-        # 0-d array is. Integer outputs scale in float64 and truncate, numpy scalars keep their own
-        # precision: those keep numpy's rule.
+        # 0-d array is. A numpy scalar (np.float64(0.1)) keeps its own precision, so it is passed on.
         weak = type(alpha) is float or type(alpha) is int
         scale = _scalar_of(alpha, o.dtype) if weak and o.dtype.kind in "fc" else alpha
         np.multiply(o, scale, out=o, casting="unsafe")
