@@ -163,8 +163,9 @@ def mutate_nir(seed_file: Path, out: Path, rng: random.Random) -> None:
                     del node[k]
                     node.create_dataset(k, shape=shape, dtype="f8", chunks=(1,) * (len(shape) - 1) + (min(shape[-1], 1024),),
                                         compression="gzip", fillvalue=0.5)
-            elif op == 1:  # rename the node type
-                del node["type"]
+            elif op == 1:  # rename the node type (an earlier pass may have deleted it)
+                if "type" in node:
+                    del node["type"]
                 node.create_dataset("type", data=rng.choice([b"Linear", b"LIF", b"Conv2d", b"NIRGraph", b"Nope",
                                                              b"\xff\xfe", b"Input", b"Flatten", b"Delay"]))
             elif op == 2 and keys:  # delete a key
@@ -183,7 +184,8 @@ def mutate_nir(seed_file: Path, out: Path, rng: random.Random) -> None:
                     grp = grp.create_group("nodes/x")
                     grp.create_dataset("type", data=b"NIRGraph")
                     grp.create_dataset("edges", data=np.zeros((0, 2), dtype="S4"))
-                del node["type"]
+                if "type" in node:
+                    del node["type"]
                 node.create_dataset("type", data=b"NIRGraph")
                 if "edges" not in node:
                     node.create_dataset("edges", data=np.zeros((0, 2), dtype="S4"))
