@@ -24,10 +24,11 @@ static PyObject *device_globals;   /* dsrt.device.__dict__ (for launch_observer)
 static PyObject *slow_launch;      /* the Python Device.launch */
 static PyObject *launch_failed;    /* f(device, kernel, inputs, exc) -> raises the translated error */
 static PyObject *keyed_types;      /* frozenset of parameter types keyed by value */
+static PyObject *kernel_specs;     /* dsrt.kernels.KERNELS (name -> KernelSpec), read live */
 
 /* Byte offsets of slots, read from the classes' member descriptors. */
 static Py_ssize_t a_device, a_shape, a_dtype, a_strides, a_allocation, a_byte_offset, a_native, a_native_gen;
-static Py_ssize_t al_handle, al_last_use, al_offset, al_pool_data, al_generation, b_host_view;
+static Py_ssize_t al_handle, al_last_use, al_offset, al_nbytes, al_pool_data, al_generation, b_host_view;
 static PyTypeObject *allocation_type, *block_type, *caching_pool_type;
 static Py_ssize_t cp_moving;  /* offset of CachingPool's `_moving` slot */
 static int caching_lock_free;  /* CachingPool.lock_free_hold (a class-level constant) */
@@ -58,10 +59,10 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "dsrt._fastlaunch is configured once per process");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO!OOO!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO!OOO!O!s", &PyType_Type, &device_type, &PyType_Type, &arr, &PyType_Type,
                           &alloc, &PyType_Type, &block, &PyType_Type, &caching, &PyDict_Type, &in_use, &use_clock,
                           &PyDict_Type, &device_globals, &slow_launch, &launch_failed, &PyFrozenSet_Type, &keyed_types,
-                          &doc))
+                          &PyDict_Type, &kernel_specs, &doc))
         return NULL;
     PyObject *lock_free = PyObject_GetAttrString(caching, "lock_free_hold");
     if (lock_free == NULL) return NULL;
@@ -75,14 +76,15 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
     array_type = (PyTypeObject *)arr;
     allocation_type = (PyTypeObject *)alloc;
     Py_INCREF(arr); Py_INCREF(alloc); Py_INCREF(in_use); Py_INCREF(use_clock); Py_INCREF(device_globals);
-    Py_INCREF(slow_launch); Py_INCREF(launch_failed); Py_INCREF(keyed_types);
+    Py_INCREF(slow_launch); Py_INCREF(launch_failed); Py_INCREF(keyed_types); Py_INCREF(kernel_specs);
     if (dsrt_slot_offset(array_type, "device", &a_device) || dsrt_slot_offset(array_type, "shape", &a_shape) ||
         dsrt_slot_offset(array_type, "dtype", &a_dtype) || dsrt_slot_offset(array_type, "strides", &a_strides) ||
         dsrt_slot_offset(array_type, "allocation", &a_allocation) || dsrt_slot_offset(array_type, "byte_offset", &a_byte_offset) ||
         dsrt_slot_offset(array_type, "native", &a_native) || dsrt_slot_offset(array_type, "native_generation", &a_native_gen) ||
         dsrt_slot_offset(allocation_type, "handle", &al_handle) || dsrt_slot_offset(allocation_type, "last_use", &al_last_use) ||
         dsrt_slot_offset(allocation_type, "offset", &al_offset) || dsrt_slot_offset(allocation_type, "pool_data", &al_pool_data) ||
-        dsrt_slot_offset(allocation_type, "generation", &al_generation) || dsrt_slot_offset(block_type, "host_view", &b_host_view))
+        dsrt_slot_offset(allocation_type, "generation", &al_generation) || dsrt_slot_offset(allocation_type, "nbytes", &al_nbytes) ||
+        dsrt_slot_offset(block_type, "host_view", &b_host_view))
         return NULL;
     char *doc_copy = PyMem_RawMalloc(strlen(doc) + 1);  /* kept: a method definition outlives this call */
     if (doc_copy == NULL) return PyErr_NoMemory();
@@ -149,6 +151,45 @@ static PyObject *signature(PyObject *kernel, PyObject *const *inputs, Py_ssize_t
         PyTuple_SET_ITEM(full, j++, item);
     }
     return full;
+}
+
+/* 0 where allocations `x` and `y` (distinct) certainly hold no common byte, else 1 (or -1 with an
+   error set): dsrt.array.may_share_memory at allocation level, whose caller, the Python launch,
+   decides what a possible overlap needs. */
+static int allocations_may_overlap(PyObject *x, PyObject *y) {
+    PyObject *hx = SLOT(x, al_handle), *hy = SLOT(y, al_handle);
+    if (hx == NULL || hy == NULL) return 1;
+    if (hx != hy) {
+        if (!PyLong_CheckExact(hx) || !PyLong_CheckExact(hy)) return 0;
+        int same = PyObject_RichCompareBool(hx, hy, Py_EQ);
+        if (same <= 0) return same;
+    }
+    PyObject *ox = SLOT(x, al_offset), *nx = SLOT(x, al_nbytes), *oy = SLOT(y, al_offset), *ny = SLOT(y, al_nbytes);
+    if (ox == NULL || nx == NULL || oy == NULL || ny == NULL) return 1;
+    Py_ssize_t a = PyLong_AsSsize_t(ox), an = PyLong_AsSsize_t(nx), b = PyLong_AsSsize_t(oy), bn = PyLong_AsSsize_t(ny);
+    if ((a == -1 || an == -1 || b == -1 || bn == -1) && PyErr_Occurred()) return -1;
+    return a < b + bn && b < a + an;
+}
+
+/* 1 where `x` is exactly `out`'s elements (one allocation, same byte offset, shape, strides and
+   dtype) and `kernel` is elementwise, so the kernel may read one while writing the other; else 0. */
+static int exact_elementwise_alias(PyObject *kernel, PyObject *x, PyObject *out) {
+    static const Py_ssize_t *fields[] = {&a_byte_offset, &a_shape, &a_strides, &a_dtype};
+    for (int i = 0; i < 4; i++) {
+        PyObject *p = SLOT(x, *fields[i]), *q = SLOT(out, *fields[i]);
+        if (p == NULL || q == NULL) return 0;
+        if (p != q) {
+            int same = PyObject_RichCompareBool(p, q, Py_EQ);
+            if (same <= 0) { PyErr_Clear(); return 0; }
+        }
+    }
+    PyObject *spec = PyDict_GetItemWithError(kernel_specs, kernel);  /* borrowed */
+    if (spec == NULL) { PyErr_Clear(); return 0; }
+    PyObject *flag = PyObject_GetAttrString(spec, "elementwise");
+    if (flag == NULL) { PyErr_Clear(); return 0; }
+    int yes = flag == Py_True;
+    Py_DECREF(flag);
+    return yes;
 }
 
 /* Settle `held` for the kernel: CachingPool.hold's lock-free barrier (read _moving after the
@@ -328,6 +369,20 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *alloc = SLOT(inputs[i], a_allocation);
         if (alloc == NULL || Py_TYPE(alloc) != allocation_type) goto done;
+    }
+    if (out != NULL) {  /* out sharing memory with an input: the Python launch decides (exact, or a temporary) */
+        PyObject *oa = SLOT(out, a_allocation);
+        if (oa == NULL || Py_TYPE(oa) != allocation_type) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *ia = SLOT(inputs[i], a_allocation);
+            if (ia == oa) {
+                if (!exact_elementwise_alias(kernel, inputs[i], out)) goto done;
+                continue;
+            }
+            int overlap = allocations_may_overlap(ia, oa);
+            if (overlap < 0) PyErr_Clear();
+            if (overlap != 0) goto done;
+        }
     }
     fallback = 0;  /* from here on the launch is ours: errors are raised, not handed over */
 

@@ -15,5 +15,6 @@ def configure(
     python_launch: Callable[..., Any],
     launch_failed: Callable[..., None],
     keyed_types: frozenset[Any],
+    kernel_specs: dict[str, Any],
     doc: str,
 ) -> Any: ...

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from .device import Device, Stream
     from .memory import Allocation
 
-__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL", "contiguous_strides", "fresh_array"]
+__all__ = ["Array", "DLPACK_CPU", "DLPACK_CUDA", "DLPACK_OPENCL", "contiguous_strides", "fresh_array",
+           "may_share_memory", "same_elements"]
 
 DLPACK_CPU = 1
 DLPACK_CUDA = 2
@@ -240,3 +241,25 @@ def fresh_array(device: Device, shape: tuple[int, ...], dtype: np.dtype, alloc: 
     a.native = None
     a.native_generation = -1
     return a
+
+
+def may_share_memory(a: Array, b: Array) -> bool:
+    """Whether ``a`` and ``b`` may hold some of the same bytes: one allocation (views such as
+    ``reshape`` share theirs), or two allocations in one device buffer whose byte ranges
+    (``offset``, ``nbytes``) intersect. Conservative: two views of one allocation count even where
+    their elements do not meet. A spilled allocation has no buffer; two spilled ones compare their
+    ranges, which can only say yes where it need not."""
+    x, y = a.allocation, b.allocation
+    if x is y:
+        return True
+    hx, hy = x.handle, y.handle
+    if hx is not hy and not (type(hx) is int and type(hy) is int and hx == hy):
+        return False
+    return bool(x.offset < y.offset + y.nbytes and y.offset < x.offset + x.nbytes)
+
+
+def same_elements(a: Array, b: Array) -> bool:
+    """Whether ``a`` and ``b`` are the same elements of the same memory, laid out alike (so an
+    elementwise kernel may read one while it writes the other)."""
+    return (a.allocation is b.allocation and a.byte_offset == b.byte_offset and a.shape == b.shape
+            and a.strides == b.strides and a.dtype == b.dtype)

@@ -44,7 +44,7 @@ import numpy as np
 
 import dsrt.dtypes as dt
 
-from .array import contiguous_strides
+from .array import contiguous_strides, may_share_memory, same_elements
 from .array import fresh_array as _fresh_array
 from .errors import (
     ConfigurationError,
@@ -668,6 +668,11 @@ class Device:
         signature look it up. Launches with unhashable parameters (a list, an array...) are
         validated every time. What depends on the call itself is checked on every launch: ``out``'s
         shape, dtype and device, and the operands' registration in :data:`dsrt.memory.IN_USE`.
+
+        ``out`` may share memory with the inputs; the result is as if every input were read before
+        ``out`` is written. An elementwise kernel (``KernelSpec.elementwise``) writing exactly over an
+        input runs in place; any other overlap runs into a temporary that is then copied into ``out``
+        (:meth:`_launch_through_temporary`), so no implementation ever sees it.
         """
         n = len(inputs)
         try:
@@ -708,6 +713,8 @@ class Device:
                     f"kernel '{kernel}': out must be {dt.dtype_name(entry[1])}{entry[0]} on {self.id},"
                     f" got {dt.dtype_name(out.dtype)}{out.shape} on {out.device.id}"
                 )
+            if _reads_what_it_writes(kernel, inputs, out):
+                return self._launch_through_temporary(kernel, inputs, out, stream, params)
         tracer = self.tracer
         t0 = time.perf_counter() if tracer is not None else 0.0
         # Listed in IN_USE while the kernel runs, so no pool moves or spills the operands under it
@@ -734,6 +741,21 @@ class Device:
             tracer.complete(kernel, self.id, t0, time.perf_counter(), {"shape": list(entry[0])})
         if launch_observer is not None:
             launch_observer(self, kernel, inputs, out, bound, fresh)
+        return out
+
+    def _launch_through_temporary(self, kernel: str, inputs: Sequence[Array], out: Array, stream: Stream | None,
+                                  params: Mapping[str, Any]) -> Array:
+        """``kernel`` into a fresh array, then that copied into ``out``: ``out`` shares memory with an
+        input in a way the kernel may not survive (it could read bytes it has already written). Two
+        launches, so a capture records both; where this device has no ``copy`` kernel for the dtype,
+        :meth:`copy` moves the bytes and the capture is told of a ``copy`` all the same."""
+        result = self.launch(kernel, *inputs, stream=stream, **params)
+        copyable = self._supported.get("copy")
+        if copyable is not None and result.dtype in copyable:
+            return self.launch("copy", result, out=out, stream=stream)
+        self.copy(out, result, stream=stream)
+        if launch_observer is not None:
+            launch_observer(self, "copy", (result,), out, {}, False)
         return out
 
     def _launch_error(self, kernel: str, inputs: Sequence[Array], exc: Exception) -> DsrtError:
@@ -941,6 +963,16 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     return shp
 
 
+def _reads_what_it_writes(kernel: str, inputs: Sequence[Any], out: Array) -> bool:
+    """Whether ``out`` shares memory with an input in a way ``kernel`` may not survive: any overlap,
+    unless the kernel is elementwise and each input it shares with is exactly ``out``'s elements."""
+    shared = [a for a in inputs if getattr(a, "allocation", None) is not None and may_share_memory(a, out)]
+    if not shared:
+        return False
+    spec = KERNELS.get(kernel) or get_kernel(kernel)
+    return not (spec.elementwise and all(same_elements(a, out) for a in shared))
+
+
 def _prod(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:
@@ -978,7 +1010,7 @@ def _install_fast_launch() -> bool:
     from .memory.pool import CachingPool
 
     descriptor = _fastlaunch.configure(Device, Array, Allocation, Block, CachingPool, IN_USE, _use_clock, globals(),
-                                       python_launch, _raise_launch_error, _KEYED, python_launch.__doc__ or "")
+                                       python_launch, _raise_launch_error, _KEYED, KERNELS, python_launch.__doc__ or "")
     setattr(Device, "launch", descriptor)  # noqa: B010 - mypy keeps the Python signature
     return True
 

@@ -66,6 +66,9 @@ class KernelSpec:
     names the kernel is defined for; ``key_input`` is the input whose dtype selects the
     implementation (``None``: the output's dtype, as for ``fill``). ``flops(inputs, params)``
     estimates floating-point (or integer) operations, for throughput figures and cost models.
+    ``elementwise``: each output element depends only on the inputs' elements at its own index, so
+    ``out=`` may be exactly one of the inputs (same memory, same layout); any other overlap of
+    ``out`` with an input runs through a temporary (see :meth:`dsrt.Device.launch`).
     """
 
     name: str
@@ -79,6 +82,7 @@ class KernelSpec:
     flops: Callable[[Sequence[ArrayLike], Mapping[str, Any]], float] = field(
         default=lambda inputs, params: float(np.prod(inputs[0].shape)) if inputs else 0.0
     )
+    elementwise: bool = False
 
     def bind(self, inputs: Sequence[ArrayLike], params: Mapping[str, Any]) -> dict[str, Any]:
         """Check arity and parameter names; return params with defaults filled in."""
@@ -196,7 +200,7 @@ def _elementwise(name: str, fn: Callable[..., np.ndarray], allowed: frozenset[st
 
     register_kernel(
         KernelSpec(name=name, doc=doc, arity=(nin, nin), params=params, infer=_same(name, allowed),
-                   reference=ref, dtypes=allowed)
+                   reference=ref, dtypes=allowed, elementwise=True)
     )
 
 

@@ -161,6 +161,40 @@ def test_unclaimed_kernels_are_refused(dsrt_device: dsrt.Device) -> None:
     assert not wrong, f"{dsrt_device.id}: unclaimed kernels not refused with UnsupportedKernelError:\n" + "\n".join(wrong)
 
 
+def test_out_may_be_one_of_the_inputs(dsrt_device: dsrt.Device) -> None:
+    """``out=`` an input gives the reference result, for every standard kernel the device claims, at
+    every kit case where an input has the output's shape and dtype (``gemm(a, b, c, beta=..., out=c)``,
+    ``add(x, y, out=x)``...): every input is read before ``out`` is written."""
+    _holds_arrays(dsrt_device)
+    wrong, checked = [], 0
+    for kernel in STANDARD_KERNELS:
+        claimed = sorted(dsrt_device.info.kernels.get(kernel, ()))
+        if not claimed or kernel in ("fill", "cast"):
+            continue
+        name = "float32" if "float32" in claimed else claimed[0]
+        cases = list(kernel_cases(kernel))
+        if kernel == "gemm":  # square, so out= may also be a or b
+            cases += [{"mkn": (16, 16, 16)}, {"mkn": (16, 16, 16), "params": {"trans_b": True, "alpha": 2.0, "beta": 0.5}}]
+        for case in cases:
+            inputs, params = make_inputs(kernel, dt.as_dtype(name), case)
+            want = reference(kernel, *inputs, **params)
+            for i, x in enumerate(inputs):
+                if x.shape != want.shape or x.dtype != want.dtype:
+                    continue
+                arrays = [dsrt_device.asarray(v) for v in inputs]
+                got = dsrt_device.launch(kernel, *arrays, out=arrays[i], **params).numpy()
+                checked += 1
+                tol = tolerance(want.dtype, accumulate=_accumulation(kernel, case))
+                if dsrt_device.info.precision_bits is not None:
+                    tol = max(tol, 4.0 * 2.0 ** -dsrt_device.info.precision_bits)
+                err = relative_error(got, want)
+                if not err <= tol:
+                    wrong.append(f"{kernel} {name} {case} out=input {i}: error {err:.3g} > {tol:.3g}")
+    if not checked:
+        pytest.skip(f"{dsrt_device.id} claims no standard kernel whose output has an input's shape and dtype")
+    assert not wrong, f"{dsrt_device.id}: out= an input gave wrong results:\n" + "\n".join(wrong[:20])
+
+
 def _mismatch(got: np.ndarray, want: np.ndarray) -> float:
     """relative_error over the positions where ``got`` and ``want`` are not the same non-finite value."""
     g, w = np.asarray(got), np.asarray(want)
