@@ -573,21 +573,22 @@ class Device:
         return _fresh_array(self, layout[0], layout[1], self.pool.allocate(layout[2], stream), layout[3])
 
     def asarray(self, obj: Any, dtype: Any = None, *, stream: Stream | None = None) -> Array:
-        """Copy host data (anything numpy accepts) onto this device."""
+        """Copy host data (anything numpy accepts) onto this device: any layout and byte order,
+        kept as its shape (a 0-d array stays 0-d) and converted to the native byte order."""
         src = np.asarray(obj, dtype=None if dtype is None else dt.as_dtype(dtype))
         d = dt.as_dtype(src.dtype)
-        src = np.ascontiguousarray(src)
+        src = _c_order_native(src)
         arr = self.empty(src.shape, d, stream=stream)
         self.copy_from_host(arr, src, stream=stream)
         return arr
 
     def copy_from_host(self, dst: Array, src: np.ndarray, *, stream: Stream | None = None) -> None:
-        """Copy host array ``src`` (same shape and dtype) into device array ``dst``."""
+        """Copy host array ``src`` (same shape and dtype, any layout and byte order) into device array ``dst``."""
+        src = _c_order_native(src)
         if tuple(src.shape) != dst.shape or src.dtype != dst.dtype:
             raise ShapeError(
                 f"{self.id}: cannot copy host {src.dtype}{tuple(src.shape)} into {dst.dtype}{dst.shape}"
             )
-        src = np.ascontiguousarray(src)
         alloc = dst.allocation
         try:
             with in_use((alloc,)):  # no spill or compaction moves the bytes while they are written
@@ -961,6 +962,14 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     if any(s < 0 for s in shp):
         raise ShapeError(f"negative dimension in shape {shp}")
     return shp
+
+
+def _c_order_native(src: np.ndarray) -> np.ndarray:
+    """``src`` C-contiguous and in the native byte order, copied only where it is not already
+    (``np.ascontiguousarray`` would also turn a 0-d array into a 1-d one)."""
+    if not src.dtype.isnative:
+        src = src.astype(src.dtype.newbyteorder("="))
+    return src if src.flags.c_contiguous else np.asarray(src, order="C")
 
 
 def _reads_what_it_writes(kernel: str, inputs: Sequence[Any], out: Array) -> bool:
