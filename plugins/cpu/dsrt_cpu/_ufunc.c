@@ -3,8 +3,7 @@
  *
  * UfuncKernel(ufunc, nin, slow, low_dtypes, host_view) is a kernel implementation with the
  * contract's signature (inputs, out, params, stream): if the first input's dtype is in `low_dtypes`
- * it calls `slow` (the numpy reference); otherwise it calls ufunc(*views, view), the output passed
- * positionally (numpy's ufuncs take it so, and skip the keyword parsing, ~40 ns), each view
+ * it calls `slow` (the numpy reference); otherwise it calls ufunc(*views, out=view), each view
  * being the array's cached native view (Array.native while Array.native_generation equals its
  * allocation's generation, as host_view checks) or host_view(array). Called on the launching
  * thread; it reads the Array's public slots (dtype, allocation, native, native_generation).
@@ -16,6 +15,7 @@
 
 static Py_ssize_t a_dtype, a_allocation, a_native, a_native_gen, al_generation;
 static PyTypeObject *array_type, *allocation_type;
+static PyObject *kw_out;
 
 #define SLOT DSRT_SLOT
 #define MAX_OPERANDS 4
@@ -67,7 +67,7 @@ static PyObject *call(PyObject *callable, PyObject *const *args, size_t nargsf, 
     for (Py_ssize_t k = 0; k < self->nin; k++)
         if ((views[k] = view_of(self, PyTuple_GET_ITEM(inputs, k))) == NULL) goto done;
     if ((views[self->nin] = view_of(self, out)) == NULL) goto done;
-    result = PyObject_Vectorcall(self->ufunc, views, (size_t)self->nin + 1, NULL);
+    result = PyObject_Vectorcall(self->ufunc, views, (size_t)self->nin, kw_out);
 done:
     for (Py_ssize_t i = 0; i < MAX_OPERANDS; i++) Py_XDECREF(views[i]);
     if (result == NULL) return NULL;
@@ -162,6 +162,9 @@ PyMODINIT_FUNC PyInit__ufunc(void) {
     if (PyType_Ready(&UfuncKernelType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
+    PyObject *out_name = PyUnicode_InternFromString("out");
+    if (out_name == NULL || (kw_out = PyTuple_Pack(1, out_name)) == NULL) return NULL;
+    Py_DECREF(out_name);
     Py_INCREF(&UfuncKernelType);
     if (PyModule_AddObject(m, "UfuncKernel", (PyObject *)&UfuncKernelType) < 0) return NULL;
     return m;
