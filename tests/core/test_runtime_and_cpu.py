@@ -174,3 +174,16 @@ def test_cpu_matmul_into_falls_back_where_dot_refuses_the_output():
     strided = np.zeros((2, 3), np.float32).T  # not C-contiguous: np.dot refuses it
     _matmul_into(a, b, strided)
     np.testing.assert_array_equal(strided, a @ b)
+
+
+def test_cpu_ufunc_kernels_raise_no_deprecation_warning(cpu):
+    """numpy deprecates call forms (a third positional argument to np.maximum...): the CPU kernels use none."""
+    import warnings
+
+    x = cpu.asarray(np.linspace(0.1, 2.0, 16, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for kernel in ("add", "sub", "mul", "div", "maximum", "minimum"):
+            cpu.launch(kernel, x, x)
+            cpu.launch(kernel, x, x, out=cpu.empty((16,), "float32"))
+        cpu.launch("exp", x, out=cpu.empty((16,), "float32"))
