@@ -195,6 +195,37 @@ def test_out_may_be_one_of_the_inputs(dsrt_device: dsrt.Device) -> None:
     assert not wrong, f"{dsrt_device.id}: out= an input gave wrong results:\n" + "\n".join(wrong[:20])
 
 
+_EDGE_CASES: list[tuple[str, list[tuple[int, ...]], dict[str, Any]]] = [
+    ("add", [(0,), (0,)], {}), ("exp", [(3, 0)], {}), ("add", [(), ()], {}), ("exp", [()], {}),
+    ("copy", [()], {}), ("scale", [(0,)], {"alpha": 2.0}), ("reduce_sum", [(0,)], {}),
+    ("reduce_sum", [(3, 0)], {"axis": -1}), ("reduce_sum", [()], {}), ("reduce_max", [()], {}),
+    ("dot", [(0,), (0,)], {}), ("softmax", [(0, 4)], {}), ("gemm", [(3, 0), (0, 4)], {}),
+    ("gemm", [(3, 0), (0, 4), (3, 4)], {"beta": 0.5}), ("gemm", [(0, 5), (5, 4)], {}),
+]
+
+
+def test_empty_and_zero_dimensional_operands(dsrt_device: dsrt.Device) -> None:
+    """Operands with no elements (a zero extent, a GEMM with k = 0) and 0-d operands give the
+    reference result, shape included, for every such case of a kernel the device claims in float32."""
+    _holds_arrays(dsrt_device)
+    rng = np.random.default_rng(0)
+    wrong, checked = [], 0
+    for kernel, shapes, params in _EDGE_CASES:
+        if "float32" not in dsrt_device.info.kernels.get(kernel, ()):
+            continue
+        inputs = [(rng.standard_normal(shape) + 0.5).astype(np.float32) for shape in shapes]
+        want = reference(kernel, *inputs, **params)
+        got = dsrt_device.launch(kernel, *[dsrt_device.asarray(x) for x in inputs], **params).numpy()
+        checked += 1
+        tol = max(tolerance(want.dtype, accumulate=max(1, max((int(np.prod(s)) for s in shapes), default=1))),
+                  4.0 * 2.0 ** -(dsrt_device.info.precision_bits or 60))
+        if got.shape != want.shape or not relative_error(got, want) <= tol:
+            wrong.append(f"{kernel}{shapes} {params}: got {got.shape} {got.ravel()[:3]}, want {want.shape} {want.ravel()[:3]}")
+    if not checked:
+        pytest.skip(f"{dsrt_device.id} claims none of the edge-case kernels in float32")
+    assert not wrong, f"{dsrt_device.id}: empty or 0-d operands gave wrong results:\n" + "\n".join(wrong)
+
+
 def _mismatch(got: np.ndarray, want: np.ndarray) -> float:
     """relative_error over the positions where ``got`` and ``want`` are not the same non-finite value."""
     g, w = np.asarray(got), np.asarray(want)

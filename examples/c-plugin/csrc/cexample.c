@@ -283,13 +283,13 @@ static DsrtError* tensor(const char* kernel, const char* what, const DsrtOperand
         return make_error(DSRT_ERR_UNSUPPORTED, "cexample: kernel '%s': %s has dtype %s, not float16/32/64", kernel, what,
                           op->dtype ? op->dtype : "(null)");
     size_t size = 1;
+    for (int32_t d = 0; d < op->ndim; d++) size *= (size_t)op->shape[d];
     int64_t expect = (int64_t)itemsizes[t->dtype];
-    for (int32_t d = op->ndim - 1; d >= 0; d--) {
+    for (int32_t d = op->ndim - 1; d >= 0 && size > 0; d--) {  /* no elements: any strides will do */
         if (op->shape[d] > 1 && op->strides[d] != expect)
             return make_error(DSRT_ERR_INVALID_ARGUMENT, "cexample: kernel '%s': %s is not C-contiguous (axis %d stride %lld)",
                               kernel, what, d, (long long)op->strides[d]);
         expect *= op->shape[d];
-        size *= (size_t)op->shape[d];
     }
     t->ndim = op->ndim;
     t->shape = op->shape;
