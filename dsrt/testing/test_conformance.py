@@ -35,6 +35,13 @@ def _frobenius_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(g - w)) / scale if scale > 0 else float(np.linalg.norm(g))
 
 
+def _precision_floor(device: dsrt.Device) -> float:
+    """The error an inexact device may show: four times 2**-bits of the precision it advertises
+    (two bits of slack), or 0 for an exact device."""
+    bits = device.info.precision_bits
+    return 0.0 if bits is None else 4.0 * 2.0 ** -bits
+
+
 def _holds_arrays(device: dsrt.Device) -> None:
     if not device.info.dtypes:
         pytest.skip(f"{device.id} holds no arrays (its kernels take circuits, networks... as task inputs)")
@@ -112,7 +119,7 @@ def _standard_case_failures(device: dsrt.Device, kernel: str, name: str) -> list
                 # Analog or noisy devices are held to the precision they advertise (effective bits
                 # = -log2 of the Frobenius relative error), with two bits of slack.
                 err = _frobenius_error(got, want)
-                tol = max(tol, 4.0 * 2.0 ** -bits)
+                tol = max(tol, _precision_floor(device))
             if kernel == "cast" and target is not None:
                 tol = max(tol, tolerance(d))
             if got.shape != want.shape or got.dtype != want.dtype or not err <= tol:
@@ -184,9 +191,7 @@ def test_out_may_be_one_of_the_inputs(dsrt_device: dsrt.Device) -> None:
                 arrays = [dsrt_device.asarray(v) for v in inputs]
                 got = dsrt_device.launch(kernel, *arrays, out=arrays[i], **params).numpy()
                 checked += 1
-                tol = tolerance(want.dtype, accumulate=_accumulation(kernel, case))
-                if dsrt_device.info.precision_bits is not None:
-                    tol = max(tol, 4.0 * 2.0 ** -dsrt_device.info.precision_bits)
+                tol = max(tolerance(want.dtype, accumulate=_accumulation(kernel, case)), _precision_floor(dsrt_device))
                 err = relative_error(got, want)
                 if not err <= tol:
                     wrong.append(f"{kernel} {name} {case} out=input {i}: error {err:.3g} > {tol:.3g}")
@@ -217,8 +222,8 @@ def test_empty_and_zero_dimensional_operands(dsrt_device: dsrt.Device) -> None:
         want = reference(kernel, *inputs, **params)
         got = dsrt_device.launch(kernel, *[dsrt_device.asarray(x) for x in inputs], **params).numpy()
         checked += 1
-        tol = max(tolerance(want.dtype, accumulate=max(1, max((int(np.prod(s)) for s in shapes), default=1))),
-                  4.0 * 2.0 ** -(dsrt_device.info.precision_bits or 60))
+        terms = max([1, *(int(np.prod(s)) for s in shapes)])
+        tol = max(tolerance(want.dtype, accumulate=terms), _precision_floor(dsrt_device))
         if got.shape != want.shape or not relative_error(got, want) <= tol:
             wrong.append(f"{kernel}{shapes} {params}: got {got.shape} {got.ravel()[:3]}, want {want.shape} {want.ravel()[:3]}")
     if not checked:
@@ -277,7 +282,7 @@ def test_plugin_kernel_against_reference(dsrt_device: dsrt.Device, dsrt_plugin_k
         bits = dsrt_device.info.precision_bits
         if bits is not None and dt.is_float(out_dtype):
             err = _frobenius_error(got, want)
-            tol = max(tol, 4.0 * 2.0 ** -bits)
+            tol = max(tol, _precision_floor(dsrt_device))
         if got.shape != tuple(shape) or got.dtype != out_dtype or not err <= tol:
             shapes = " and ".join(str(tuple(x.shape)) for x in inputs)
             failures.append(f"{name} {shapes}: error {err:.3g} > {tol:.3g} (shape {got.shape}, spec"
